@@ -1,0 +1,330 @@
+//! Running a module with wasmi: compile, choose the entry, instantiate with the WASI shim,
+//! call, and classify how it ended.
+//!
+//! Compilation, entry choice and argument conversion happen on the calling thread, so a
+//! timeout can still report which entry and arguments were meant. Instantiation and the
+//! call run on a worker thread, because wasmi cannot be interrupted from outside: with fuel
+//! metering off, a tight loop would never yield. When the wall-clock timeout fires the
+//! worker is abandoned, still running; the caller reports `timeout` and must end the process
+//! soon after (the `runner` binary exits at once). That is the price of an interpreter
+//! without epoch interruption, and it is why the runner is one process per task.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{debug, warn};
+use wasmi::errors::ErrorKind;
+use wasmi::{
+    CompilationMode, Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
+    TrapCode, Val,
+};
+
+use crate::args::{decode_args, encode_value, to_argv, Signature};
+use crate::entry::{self, Plan, Request, INITIALIZE};
+use crate::result::Status;
+use crate::wasi::{self, WasiConfig, WasiCtx};
+
+/// Resource bounds of one run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Fuel budget; `None` turns metering off (faster, but only the timeout bounds the run).
+    pub fuel: Option<u64>,
+    /// Bytes of linear memory, all memories together.
+    pub max_memory: usize,
+    /// Elements of all tables together.
+    pub max_table_elements: usize,
+    /// Wall-clock bound of instantiation plus the call; `None` waits forever.
+    pub timeout: Option<Duration>,
+}
+
+/// Everything one run needs.
+#[derive(Debug)]
+pub struct Execution {
+    pub module: Vec<u8>,
+    pub request: Request,
+    pub limits: Limits,
+    /// The guest's WASI view; a command's arguments are appended to `args` here.
+    pub wasi: WasiConfig,
+}
+
+/// How a run ended, before it becomes a [`crate::result::TaskResult`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub entry: Option<String>,
+    pub args: Vec<Value>,
+    pub result: Option<Vec<Value>>,
+    pub exit_code: Option<i32>,
+    pub fuel_consumed: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(status: Status, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            entry: None,
+            args: Vec::new(),
+            result: None,
+            exit_code: None,
+            fuel_consumed: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// The module compiled and the call decided, ready to instantiate.
+struct Prepared {
+    engine: Engine,
+    module: Module,
+    plan: Plan,
+    params: Vec<Val>,
+}
+
+struct Host {
+    wasi: WasiCtx,
+    limits: StoreLimits,
+}
+
+/// Runs `exec` to the end, or until its timeout.
+pub fn execute(mut exec: Execution) -> Outcome {
+    let prepared = match prepare(&exec) {
+        Ok(p) => p,
+        Err(outcome) => return *outcome,
+    };
+    let entry = prepared.plan.signature.name.clone();
+    let args = prepared.plan.args.clone();
+    if prepared.plan.is_command() {
+        exec.wasi.args.extend(to_argv(&prepared.plan.args));
+    }
+    let with_plan = |mut o: Outcome| {
+        o.entry = Some(entry.clone());
+        o.args = args.clone();
+        o
+    };
+
+    let wasi = match WasiCtx::new(exec.wasi) {
+        Ok(w) => w,
+        Err(e) => return with_plan(Outcome::failed(Status::Error, e.to_string())),
+    };
+    let limits = exec.limits.clone();
+    let timeout = limits.timeout;
+    let (tx, rx) = mpsc::sync_channel(1);
+    let spawned = thread::Builder::new().name("wasm".into()).spawn(move || {
+        // The receiver is gone only when the timeout already fired; nothing to tell.
+        let _ = tx.send(run(prepared, wasi, &limits));
+    });
+    if let Err(e) = spawned {
+        return with_plan(Outcome::failed(
+            Status::Error,
+            format!("cannot start the execution thread: {e}"),
+        ));
+    }
+    let received = match timeout {
+        Some(t) => rx.recv_timeout(t).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => Some(t),
+            mpsc::RecvTimeoutError::Disconnected => None,
+        }),
+        None => rx.recv().map_err(|_| None),
+    };
+    match received {
+        Ok(outcome) => with_plan(outcome),
+        Err(Some(t)) => {
+            warn!(
+                timeout_sec = t.as_secs_f64(),
+                "wall-clock timeout; abandoning the guest"
+            );
+            with_plan(Outcome::failed(
+                Status::Timeout,
+                format!("the task ran longer than its timeout of {}", describe(t)),
+            ))
+        }
+        Err(None) => with_plan(Outcome::failed(
+            Status::Error,
+            "the execution thread ended without a result (it panicked; see the log)",
+        )),
+    }
+}
+
+fn describe(t: Duration) -> String {
+    if t.subsec_nanos() == 0 {
+        format!("{} s", t.as_secs())
+    } else {
+        format!("{:.3} s", t.as_secs_f64())
+    }
+}
+
+/// Compiles the module and decides entry and arguments, all pure of side effects.
+fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
+    let mut config = Config::default();
+    config.consume_fuel(exec.limits.fuel.is_some());
+    // Validate everything up front, translate each function on its first call: a 20 MiB
+    // module starts in milliseconds, and an invalid one is still rejected before it runs
+    // (fully lazy validation would let a broken module run halfway, which wasmi documents
+    // as non-deterministic across implementations).
+    config.compilation_mode(CompilationMode::LazyTranslation);
+    let engine = Engine::new(&config);
+    let module = Module::new(&engine, &exec.module).map_err(|e| {
+        Box::new(Outcome::failed(
+            Status::InvalidModule,
+            format!("the module is not valid WebAssembly: {e}"),
+        ))
+    })?;
+    let exports: Vec<Signature> = module
+        .exports()
+        .filter_map(|e| e.ty().func().map(|f| Signature::new(e.name(), f)))
+        .collect();
+    let plan = entry::plan(&exec.request, &exports)
+        .map_err(|e| Box::new(Outcome::failed(Status::InvalidInput, e.to_string())))?;
+    let params = if plan.is_command() {
+        Vec::new()
+    } else {
+        decode_args(&plan.signature, &plan.args).map_err(|e| {
+            let mut o = Outcome::failed(Status::InvalidInput, e.to_string());
+            o.entry = Some(plan.signature.name.clone());
+            o.args = plan.args.clone();
+            Box::new(o)
+        })?
+    };
+    debug!(entry = %plan.signature, source = ?plan.source, "entry chosen");
+    Ok(Prepared {
+        engine,
+        module,
+        plan,
+        params,
+    })
+}
+
+/// Instantiates and calls; runs on the worker thread.
+fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
+    let Prepared {
+        engine,
+        module,
+        plan,
+        params,
+    } = prepared;
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.max_memory)
+        .table_elements(limits.max_table_elements)
+        .build();
+    let mut store = Store::new(
+        &engine,
+        Host {
+            wasi,
+            limits: store_limits,
+        },
+    );
+    store.limiter(|host| &mut host.limits);
+    if let Some(fuel) = limits.fuel {
+        if let Err(e) = store.set_fuel(fuel) {
+            return Outcome::failed(Status::Error, format!("cannot set the fuel budget: {e}"));
+        }
+    }
+    let consumed = |store: &Store<Host>| {
+        limits
+            .fuel
+            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)))
+    };
+
+    let mut linker = Linker::<Host>::new(&engine);
+    let linked = wasi::add_to_linker(&mut linker, |host| &mut host.wasi)
+        .and_then(|()| wasi::define_unsupported(&mut linker, &module));
+    if let Err(e) = linked {
+        return Outcome::failed(Status::Error, format!("cannot set up the WASI shim: {e}"));
+    }
+
+    let calls = (|| -> Result<Vec<Val>, wasmi::Error> {
+        let instance = linker.instantiate_and_start(&mut store, &module)?;
+        if plan.initialize {
+            let init = instance
+                .get_typed_func::<(), ()>(&store, INITIALIZE)
+                .map_err(|e| {
+                    wasmi::Error::new(format!("`{INITIALIZE}` has a wrong signature: {e}"))
+                })?;
+            init.call(&mut store, ())?;
+        }
+        let func = instance
+            .get_func(&store, &plan.signature.name)
+            .ok_or_else(|| {
+                wasmi::Error::new(format!("export `{}` vanished", plan.signature.name))
+            })?;
+        let mut results: Vec<Val> = plan
+            .signature
+            .results
+            .iter()
+            .map(|ty| Val::default_for_ty(*ty))
+            .collect();
+        func.call(&mut store, &params, &mut results)?;
+        Ok(results)
+    })();
+
+    let fuel_consumed = consumed(&store);
+    let mut outcome = match calls {
+        Ok(results) => Outcome {
+            status: Status::Ok,
+            entry: None,
+            args: Vec::new(),
+            result: Some(results.iter().map(encode_value).collect()),
+            // A command that returns from `_start` exits with 0, as under any WASI host.
+            exit_code: plan.is_command().then_some(0),
+            fuel_consumed: None,
+            error: None,
+        },
+        Err(e) => match e.i32_exit_status() {
+            Some(code) => Outcome {
+                status: Status::Ok,
+                entry: None,
+                args: Vec::new(),
+                result: None,
+                exit_code: Some(code),
+                fuel_consumed: None,
+                error: None,
+            },
+            None => {
+                let (status, message) = classify(&e);
+                Outcome::failed(status, message)
+            }
+        },
+    };
+    outcome.fuel_consumed = fuel_consumed;
+    outcome
+}
+
+/// Maps a wasmi error to the task status it means, with a message for people.
+pub fn classify(e: &wasmi::Error) -> (Status, String) {
+    if let Some(code) = e.as_trap_code() {
+        return match code {
+            TrapCode::OutOfFuel => (
+                Status::OutOfFuel,
+                "the task ran out of fuel (raise --fuel / FUEL, or 0 to turn metering off)".into(),
+            ),
+            TrapCode::GrowthOperationLimited => (
+                Status::Trap,
+                format!("wasm trap: {code} (the memory or table cap was reached; see --max-memory / MAX_MEMORY)"),
+            ),
+            _ => (Status::Trap, format!("wasm trap: {code}")),
+        };
+    }
+    match e.kind() {
+        ErrorKind::Linker(_) | ErrorKind::Instantiation(_) => (
+            Status::InvalidModule,
+            format!("the module cannot be instantiated: {e}"),
+        ),
+        ErrorKind::Wasm(_) | ErrorKind::Translation(_) | ErrorKind::Read(_) | ErrorKind::Ir(_) => {
+            (Status::InvalidModule, format!("the module is invalid: {e}"))
+        }
+        ErrorKind::Memory(_) | ErrorKind::Table(_) | ErrorKind::Global(_) => {
+            (Status::Trap, format!("wasm trap: {e}"))
+        }
+        ErrorKind::ImplementationLimits(_) | ErrorKind::UserLimits(_) => (
+            Status::InvalidModule,
+            format!("the module exceeds a limit of this runner: {e}"),
+        ),
+        // Host errors come from the WASI shim (an unsupported call that cannot return an
+        // errno) and messages from our own checks above: both stop the guest, like a trap.
+        ErrorKind::Host(_) | ErrorKind::Message(_) => (Status::Trap, format!("{e}")),
+        _ => (Status::Error, format!("execution failed: {e}")),
+    }
+}

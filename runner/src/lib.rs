@@ -1,0 +1,21 @@
+//! `runner`: runs one WebAssembly task with the wasmi interpreter and a minimal WASI
+//! preview1 shim, and reports one result JSON object.
+//!
+//! The pure cores: [`args`] (JSON ↔ Wasm values), [`input`] (the input file), [`entry`]
+//! (which function, which arguments) and [`result`] (the result schema, owned here for
+//! every crate that reads it). The shells: [`exec`] (wasmi), [`wasi`] (the guest's system
+//! interface), [`task`] and [`plain`] (the two modes), [`report`] (writing the result) and
+//! [`cli`] (flags and environment).
+
+pub mod args;
+pub mod cli;
+pub mod entry;
+pub mod exec;
+pub mod input;
+pub mod plain;
+pub mod report;
+pub mod result;
+pub mod task;
+pub mod wasi;
+
+pub use result::{ExitStatus, GuestOutput, Status, TaskResult, SCHEMA_VERSION};

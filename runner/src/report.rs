@@ -1,0 +1,127 @@
+//! Writing the result to its three places: the result file (atomically), the termination
+//! message file (cut to 4096 bytes, only when it exists) and the last line of stdout.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::result::{TaskResult, TERMINATION_MESSAGE_LIMIT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the result file {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write the termination message {path}: {source}")]
+    Termination {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write the result to stdout: {0}")]
+    Stdout(#[source] io::Error),
+}
+
+/// Writes all three copies, each attempted even when another failed; returns the first
+/// failure.
+pub fn publish(
+    result: &TaskResult,
+    output: &Path,
+    termination_log: &Path,
+) -> Result<(), ReportError> {
+    let line = result.to_line();
+    let written = write_atomic(output, format!("{line}\n").as_bytes()).map_err(|source| {
+        ReportError::Output {
+            path: output.to_owned(),
+            source,
+        }
+    });
+    let terminated = write_termination_message(termination_log, result);
+    let printed = {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(ReportError::Stdout)
+    };
+    written.and(terminated).and(printed)
+}
+
+/// Writes the termination message only where Kubernetes provides the file; elsewhere (a
+/// laptop, a test) `/dev/termination-log` does not exist and nothing is written.
+fn write_termination_message(path: &Path, result: &TaskResult) -> Result<(), ReportError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let msg = result.fit_to(TERMINATION_MESSAGE_LIMIT);
+    fs::write(path, msg).map_err(|source| ReportError::Termination {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory and a rename, so a
+/// reader sees the old file or the whole new one, never a half-written one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::Status;
+
+    #[test]
+    fn atomic_write_creates_parents_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/result.json");
+        write_atomic(&path, b"{}\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{}\n");
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn atomic_write_into_a_file_path_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        assert!(write_atomic(&blocker.join("result.json"), b"{}").is_err());
+    }
+
+    #[test]
+    fn termination_message_is_written_only_when_the_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("termination-log");
+        let r = TaskResult::new(Some("t".into()), Status::Ok);
+        write_termination_message(&log, &r).unwrap();
+        assert!(!log.exists());
+        fs::write(&log, b"").unwrap();
+        write_termination_message(&log, &r).unwrap();
+        assert_eq!(fs::read_to_string(&log).unwrap(), r.to_line());
+    }
+}

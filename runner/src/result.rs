@@ -1,0 +1,338 @@
+//! The result JSON object: the one definition of the runner's wire format.
+//!
+//! Every consumer (the coordinator, a Job's termination message reader, a person with `jq`)
+//! reads this type; nothing else defines these fields. The schema is versioned by
+//! [`SCHEMA_VERSION`]: fields may be added within a version, never renamed or retyped.
+//!
+//! Pure: building, serializing and cutting to fit the 4096-byte termination message.
+//! Writing the three copies is in [`crate::report`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::args::shorten;
+
+/// Bumped when a field is renamed, retyped or removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Kubernetes reads at most this many bytes of a container's termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// How a task ended. Serialized in snake_case (`out_of_fuel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The entry returned (or the WASI command exited; see `exit_code`).
+    Ok,
+    /// The guest trapped (unreachable, division by zero, out-of-bounds access, stack overflow…).
+    Trap,
+    /// The fuel budget ran out.
+    OutOfFuel,
+    /// The wall-clock timeout fired.
+    Timeout,
+    /// The module could not be decoded, validated, linked or compiled.
+    InvalidModule,
+    /// The input, entry or arguments do not fit the module.
+    InvalidInput,
+    /// The runner could not do its job (unreadable files, unwritable output…).
+    Error,
+}
+
+impl Status {
+    /// The wire name, as in the result JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Trap => "trap",
+            Status::OutOfFuel => "out_of_fuel",
+            Status::Timeout => "timeout",
+            Status::InvalidModule => "invalid_module",
+            Status::InvalidInput => "invalid_input",
+            Status::Error => "error",
+        }
+    }
+
+    /// The runner's process exit code for this status (documented in `--help` and the README).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Ok => ExitStatus::RESULT,
+            Status::Trap | Status::OutOfFuel | Status::InvalidModule | Status::InvalidInput => {
+                ExitStatus::TASK_FAILED
+            }
+            Status::Timeout => ExitStatus::TIMEOUT,
+            Status::Error => ExitStatus::RUNNER_FAILED,
+        }
+    }
+
+    /// True when running the same task again would fail the same way.
+    pub fn is_deterministic_failure(self) -> bool {
+        self.exit_code() == ExitStatus::TASK_FAILED
+    }
+}
+
+/// The runner's exit codes. A Job's `podFailurePolicy` fails at once on `TASK_FAILED`.
+#[derive(Debug)]
+pub struct ExitStatus;
+
+impl ExitStatus {
+    /// A result was produced: the task ran and returned (or exited).
+    pub const RESULT: u8 = 0;
+    /// The runner itself could not do its job: unreadable files, bad flags. Worth a retry.
+    pub const RUNNER_FAILED: u8 = 1;
+    /// The task failed deterministically (trap, out of fuel, invalid module or input,
+    /// unknown entry). Running it again gives the same answer.
+    pub const TASK_FAILED: u8 = 2;
+    /// The wall-clock timeout fired.
+    pub const TIMEOUT: u8 = 3;
+}
+
+/// One captured guest stream, bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestOutput {
+    /// What was kept, as UTF-8 (invalid sequences replaced by U+FFFD).
+    pub text: String,
+    /// How many bytes the guest wrote in all.
+    pub bytes: u64,
+    /// True when `text` holds less than the guest wrote.
+    pub truncated: bool,
+}
+
+impl GuestOutput {
+    /// Builds the JSON form of captured bytes, cutting at a UTF-8 boundary so that a cut
+    /// never leaves a replacement character that the guest did not write.
+    pub fn from_capture(kept: &[u8], total_bytes: u64) -> Self {
+        let kept_len = kept.len() as u64;
+        let truncated = total_bytes > kept_len;
+        let kept = if truncated {
+            match std::str::from_utf8(kept) {
+                Ok(_) => kept,
+                Err(e) if e.error_len().is_none() => &kept[..e.valid_up_to()],
+                Err(_) => kept,
+            }
+        } else {
+            kept
+        };
+        Self {
+            text: String::from_utf8_lossy(kept).into_owned(),
+            bytes: total_bytes.max(kept_len),
+            truncated,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+/// The result of one task run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub schema_version: u32,
+    /// From `TASK_ID`; `null` when none was given.
+    pub task_id: Option<String>,
+    pub status: Status,
+    /// The function that was called; `null` when none could be chosen.
+    pub entry: Option<String>,
+    /// The arguments as given (JSON values, before conversion).
+    pub args: Vec<Value>,
+    /// The returned values, one per result of the function (see `args` module docs for the
+    /// encoding); `null` unless the entry returned.
+    pub result: Option<Vec<Value>>,
+    /// The WASI exit code: `proc_exit`'s argument, 0 when `_start` returned; `null` when the
+    /// entry is not a WASI command and did not call `proc_exit`.
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "GuestOutput::is_empty")]
+    pub stdout: GuestOutput,
+    #[serde(default, skip_serializing_if = "GuestOutput::is_empty")]
+    pub stderr: GuestOutput,
+    /// Fuel used; `null` when metering is off or the run was stopped by the timeout.
+    pub fuel_consumed: Option<u64>,
+    /// Wall-clock time of the run in milliseconds; `null` with `--deterministic`, so that two
+    /// runs of one task give byte-identical results.
+    pub duration_ms: Option<f64>,
+    /// Hex SHA-256 of the module bytes; `null` when the module could not be read.
+    pub module_sha256: Option<String>,
+    /// What went wrong, for every status but `ok`.
+    pub error: Option<String>,
+    /// Fields emptied to fit the termination message (only ever set there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elided: Vec<String>,
+}
+
+impl TaskResult {
+    /// A result with only the identity fields set; the runner fills in the rest.
+    pub fn new(task_id: Option<String>, status: Status) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            task_id,
+            status,
+            entry: None,
+            args: Vec::new(),
+            result: None,
+            exit_code: None,
+            stdout: GuestOutput::default(),
+            stderr: GuestOutput::default(),
+            fuel_consumed: None,
+            duration_ms: None,
+            module_sha256: None,
+            error: None,
+            elided: Vec::new(),
+        }
+    }
+
+    /// One line of JSON, no trailing newline.
+    pub fn to_line(&self) -> String {
+        // Serializing this struct cannot fail: every map key is a string and every float
+        // is either finite or stored as a string by the `args` encoding.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                r#"{{"schema_version":{SCHEMA_VERSION},"status":"error","error":"cannot serialize result: {e}"}}"#
+            )
+        })
+    }
+
+    /// The result cut to fit `limit` bytes, still valid JSON: captured output goes first,
+    /// then the error message and arguments are shortened, then the arguments and results
+    /// are dropped. Every field emptied is listed in `elided`.
+    pub fn fit_to(&self, limit: usize) -> String {
+        let line = self.to_line();
+        if line.len() <= limit {
+            return line;
+        }
+        let mut cut = self.clone();
+        type Step = (&'static str, fn(&mut TaskResult));
+        let steps: [Step; 5] = [
+            ("stdout", |r| r.stdout.text.clear()),
+            ("stderr", |r| r.stderr.text.clear()),
+            ("error", |r| {
+                r.error = r.error.as_deref().map(|e| shorten(e, 512))
+            }),
+            ("args", |r| r.args.clear()),
+            ("result", |r| r.result = None),
+        ];
+        for (field, apply) in steps {
+            apply(&mut cut);
+            cut.elided.push(field.to_owned());
+            let line = cut.to_line();
+            if line.len() <= limit {
+                return line;
+            }
+        }
+        // Only the identity fields and a shortened error are left; task ids and entry names
+        // are short in practice, but are cut too so the promise holds for any input.
+        cut.task_id = cut.task_id.as_deref().map(|s| shorten(s, 253));
+        cut.entry = cut.entry.as_deref().map(|s| shorten(s, 253));
+        cut.error = cut.error.as_deref().map(|e| shorten(e, 256));
+        cut.elided.push("task_id".into());
+        cut.to_line()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> TaskResult {
+        let mut r = TaskResult::new(Some("t-1".into()), Status::Ok);
+        r.entry = Some("fib".into());
+        r.args = vec![json!(12)];
+        r.result = Some(vec![json!(144)]);
+        r.fuel_consumed = Some(99);
+        r.duration_ms = Some(0.5);
+        r.module_sha256 = Some("ab".repeat(32));
+        r
+    }
+
+    #[test]
+    fn statuses_serialize_in_snake_case_and_map_to_exit_codes() {
+        let cases = [
+            (Status::Ok, "ok", 0),
+            (Status::Trap, "trap", 2),
+            (Status::OutOfFuel, "out_of_fuel", 2),
+            (Status::Timeout, "timeout", 3),
+            (Status::InvalidModule, "invalid_module", 2),
+            (Status::InvalidInput, "invalid_input", 2),
+            (Status::Error, "error", 1),
+        ];
+        for (status, name, code) in cases {
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(name));
+            assert_eq!(status.as_str(), name);
+            assert_eq!(status.exit_code(), code, "{name}");
+        }
+    }
+
+    #[test]
+    fn result_has_every_documented_field() {
+        let v: Value = serde_json::from_str(&sample().to_line()).unwrap();
+        for key in [
+            "schema_version",
+            "task_id",
+            "status",
+            "entry",
+            "args",
+            "result",
+            "exit_code",
+            "fuel_consumed",
+            "duration_ms",
+            "module_sha256",
+            "error",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}: {v}");
+        }
+        assert_eq!(v["schema_version"], json!(SCHEMA_VERSION));
+        // Empty output is left out rather than written as an empty object.
+        assert!(v.get("stdout").is_none());
+        let back: TaskResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn small_result_fits_unchanged() {
+        let r = sample();
+        assert_eq!(r.fit_to(TERMINATION_MESSAGE_LIMIT), r.to_line());
+    }
+
+    #[test]
+    fn big_stdout_is_dropped_first_and_said_so() {
+        let mut r = sample();
+        r.stdout = GuestOutput::from_capture(&vec![b'x'; 64 * 1024], 1 << 20);
+        let msg = r.fit_to(TERMINATION_MESSAGE_LIMIT);
+        assert!(msg.len() <= TERMINATION_MESSAGE_LIMIT);
+        let v: Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["elided"], json!(["stdout"]));
+        assert_eq!(v["result"], json!([144]));
+        assert_eq!(v["stdout"]["bytes"], json!(1 << 20));
+    }
+
+    #[test]
+    fn everything_big_still_fits_and_parses() {
+        let mut r = sample();
+        let huge = "é".repeat(100_000);
+        r.task_id = Some(huge.clone());
+        r.entry = Some(huge.clone());
+        r.error = Some(huge.clone());
+        r.args = vec![json!(huge.clone())];
+        r.result = Some(vec![json!(huge.clone())]);
+        r.stdout = GuestOutput::from_capture(huge.as_bytes(), 1 << 30);
+        r.stderr = GuestOutput::from_capture(huge.as_bytes(), 1 << 30);
+        let msg = r.fit_to(TERMINATION_MESSAGE_LIMIT);
+        assert!(msg.len() <= TERMINATION_MESSAGE_LIMIT, "{}", msg.len());
+        let v: Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["status"], json!("ok"));
+        assert!(v["elided"].as_array().unwrap().len() >= 5);
+    }
+
+    #[test]
+    fn capture_cut_mid_character_does_not_invent_replacement_chars() {
+        let text = "aé"; // 'é' is two bytes; keep only its first
+        let out = GuestOutput::from_capture(&text.as_bytes()[..2], 3);
+        assert_eq!(out.text, "a");
+        assert!(out.truncated);
+        assert_eq!(out.bytes, 3);
+        // Invalid bytes the guest really wrote are shown as replacement characters.
+        let out = GuestOutput::from_capture(&[0xff, b'a'], 2);
+        assert_eq!(out.text, "\u{fffd}a");
+        assert!(!out.truncated);
+    }
+}

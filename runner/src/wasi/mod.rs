@@ -1,0 +1,179 @@
+//! A minimal WASI preview1 (`wasi_snapshot_preview1`) host for the wasmi
+//! interpreter: enough of the API for ordinary batch programs built with
+//! wasi-libc, Rust or similar toolchains to read arguments and environment,
+//! use clocks and randomness, read and write files beneath explicitly
+//! preopened directories, print to captured or inherited stdout/stderr and
+//! exit with a status code.
+//!
+//! It deliberately does not: expose any host environment variable, path or
+//! descriptor that the [`WasiConfig`] does not name; let any path resolve
+//! outside its preopen (cap-std enforces this, see `fs`); implement sockets,
+//! renames, deletes, directory creation, links, timestamps or fd flag
+//! changes (such imports are answered with ENOSYS via [`define_unsupported`]);
+//! support threads or async I/O; or poll file descriptors for readiness.
+//! With [`Determinism::Seeded`] it also hides host time, randomness, inode
+//! numbers and file timestamps so that reruns behave identically.
+
+mod args;
+mod clock;
+pub mod errno;
+mod fs;
+mod linker;
+mod memory;
+mod stdio;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::{
+    Determinism, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_REALTIME,
+    CLOCK_THREAD_CPUTIME_ID, SEEDED_REALTIME_START_NS, SEEDED_TICK_NS,
+};
+pub use fs::{MAX_FDS, MAX_PATH_LEN};
+pub use linker::{add_to_linker, define_unsupported, IMPLEMENTED_FUNCTIONS};
+pub use memory::MAX_IOVS;
+pub use stdio::{CaptureBuffer, Captured, OutputSink, StdinSource};
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The import module name every preview1 function lives under.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Everything a guest may see of the outside world.
+#[derive(Debug)]
+pub struct WasiConfig {
+    /// argv, including argv[0].
+    pub args: Vec<String>,
+    /// The guest's entire environment; the host's is never passed through.
+    pub env: Vec<(String, String)>,
+    /// Become fds 3, 4, … in this order.
+    pub preopens: Vec<Preopen>,
+    pub stdin: StdinSource,
+    pub stdout: OutputSink,
+    pub stderr: OutputSink,
+    pub determinism: Determinism,
+}
+
+/// A host directory made visible to the guest under the name `guest`.
+#[derive(Clone, Debug)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    /// Without this the guest cannot create, truncate or write any file
+    /// beneath the directory.
+    pub writable: bool,
+}
+
+/// Why a [`WasiConfig`] could not be turned into a [`WasiCtx`].
+#[derive(Debug, thiserror::Error)]
+pub enum WasiError {
+    #[error("cannot open preopen directory {host:?}: {source}")]
+    PreopenOpen {
+        host: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("preopen {host:?} is not a directory")]
+    PreopenNotADirectory { host: PathBuf },
+    #[error("preopen guest name {guest:?} {reason}")]
+    PreopenGuestName { guest: String, reason: &'static str },
+    #[error("argument {index} ({arg:?}) contains a NUL byte")]
+    ArgContainsNul { index: usize, arg: String },
+    #[error("environment variable name {name:?} {reason}")]
+    EnvName { name: String, reason: &'static str },
+    #[error("value of environment variable {name:?} contains a NUL byte")]
+    EnvValueContainsNul { name: String },
+    #[error("{what} are too large to describe to a 32-bit guest")]
+    TooLarge { what: &'static str },
+}
+
+/// Per-instance WASI state; lives in the wasmi `Store` data.
+pub struct WasiCtx {
+    pub(crate) args: args::StringList,
+    pub(crate) env: args::StringList,
+    pub(crate) fds: fs::FdTable,
+    pub(crate) clocks: clock::Clocks,
+}
+
+// The store carrying this context is moved into a worker thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<WasiCtx>();
+};
+
+impl WasiCtx {
+    /// Validates the configuration and opens every preopen now, so that a
+    /// missing directory is reported before the guest starts; errors name the
+    /// offending value.
+    pub fn new(config: WasiConfig) -> Result<Self, WasiError> {
+        for (index, arg) in config.args.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(WasiError::ArgContainsNul {
+                    index,
+                    arg: arg.clone(),
+                });
+            }
+        }
+        for (name, value) in &config.env {
+            let reason = if name.is_empty() {
+                Some("is empty")
+            } else if name.contains('=') {
+                Some("contains '='")
+            } else if name.contains('\0') {
+                Some("contains a NUL byte")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(WasiError::EnvName {
+                    name: name.clone(),
+                    reason,
+                });
+            }
+            if value.contains('\0') {
+                return Err(WasiError::EnvValueContainsNul { name: name.clone() });
+            }
+        }
+        let args = args::StringList::new(config.args.into_iter().map(String::into_bytes))
+            .ok_or(WasiError::TooLarge { what: "arguments" })?;
+        let env = args::StringList::new(
+            config
+                .env
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}").into_bytes()),
+        )
+        .ok_or(WasiError::TooLarge {
+            what: "environment variables",
+        })?;
+        let preopens = config
+            .preopens
+            .iter()
+            .map(fs::open_preopen)
+            .collect::<Result<Vec<_>, _>>()?;
+        let clocks = clock::Clocks::new(&config.determinism);
+        let fds = fs::FdTable::new(
+            config.stdin,
+            config.stdout,
+            config.stderr,
+            preopens,
+            clocks.is_seeded(),
+        );
+        Ok(Self {
+            args,
+            env,
+            fds,
+            clocks,
+        })
+    }
+}
+
+impl fmt::Debug for WasiCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasiCtx")
+            .field("args", &self.args.len())
+            .field("env", &self.env.len())
+            .field("seeded", &self.clocks.is_seeded())
+            .finish_non_exhaustive()
+    }
+}
