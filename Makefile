@@ -7,7 +7,7 @@ SCENARIO ?= all
 RUNNER := target/release/runner
 DEMO_OUT := host/shared
 
-.PHONY: all build test lint unit wasm wasm-check tools demo bench-runner clean
+.PHONY: all build test lint unit wasm wasm-check tools demo bench-runner bench-fetcher clean
 
 all: build
 
@@ -44,6 +44,11 @@ bench-runner: tools
 	$(CARGO) build --release -p runner
 	$(MAKE) -C bench/runner
 	$(CARGO) bench -p runner --bench runner_vs_native
+
+## bench-fetcher: a 50 MiB module over loopback, verified vs plain; fetcher cid vs sha256sum
+bench-fetcher:
+	$(CARGO) build --release -p fetcher
+	$(CARGO) bench -p fetcher --bench fetcher_vs_plain
 
 clean:
 	$(CARGO) clean

@@ -99,6 +99,44 @@ impl CarDecoder {
     }
 }
 
+/// A CARv1 of the DAG under `root` from `blocks` (any order), written depth-first with each
+/// block once (`dups=n`), as a trustless gateway would. For tests and benchmarks.
+pub fn encode(root: &Cid, blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
+    use crate::pb::put_varint;
+    let by_cid: std::collections::HashMap<&Cid, &Vec<u8>> =
+        blocks.iter().map(|(c, b)| (c, b)).collect();
+    let root_bytes = root.to_bytes();
+    // {"roots": [tag42(0x00 ‖ cid)], "version": 1}, with the short forms dag-cbor requires.
+    let mut header = vec![0xa2, 0x65];
+    header.extend_from_slice(b"roots");
+    header.extend_from_slice(&[0x81, 0xd8, 0x2a, 0x58, (root_bytes.len() + 1) as u8, 0x00]);
+    header.extend_from_slice(&root_bytes);
+    header.push(0x67);
+    header.extend_from_slice(b"version");
+    header.push(0x01);
+    let mut out = Vec::new();
+    put_varint(&mut out, header.len() as u64);
+    out.extend_from_slice(&header);
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        let Some(block) = by_cid.get(&cid) else {
+            continue;
+        };
+        if !seen.insert(cid) {
+            continue;
+        }
+        let cid_bytes = cid.to_bytes();
+        put_varint(&mut out, (cid_bytes.len() + block.len()) as u64);
+        out.extend_from_slice(&cid_bytes);
+        out.extend_from_slice(block);
+        if let Ok((_, children)) = crate::verify::interpret(&cid, block) {
+            stack.extend(children.into_iter().rev());
+        }
+    }
+    out
+}
+
 /// `{"roots": [CID…], "version": 1}` in dag-cbor.
 fn parse_header(bytes: &[u8]) -> Result<Vec<Cid>> {
     let bad = |m: &str| FetchError::Car(format!("header: {m}"));
@@ -252,6 +290,15 @@ mod tests {
             assert_eq!(d.roots().unwrap(), &[frames[0].0]);
             crate::cid::verify_block(&frames[0].0, &frames[0].1).unwrap();
         }
+    }
+
+    #[test]
+    fn encoding_reproduces_kubos_car_bytes() {
+        let car = hello_car();
+        let mut d = CarDecoder::new();
+        d.push(&car);
+        let (cid, block) = d.next_frame().unwrap().unwrap();
+        assert_eq!(encode(&cid, &[(cid, block)]), car);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Importer {
     chunk: Vec<u8>,
     levels: Vec<Vec<Entry>>,
     leaves: u64,
+    /// Every block made, when asked for (to build a CAR or serve blocks); else `None`.
+    blocks: Option<Vec<(Cid, Vec<u8>)>>,
 }
 
 impl Importer {
@@ -72,7 +74,26 @@ impl Importer {
             chunk: Vec::with_capacity(CHUNK_SIZE),
             levels: vec![Vec::new()],
             leaves: 0,
+            blocks: None,
         }
+    }
+
+    /// Like [`Importer::new`], but keeps every block, for [`Importer::finish_with_blocks`].
+    /// Memory grows with the file: for tests, benchmarks and small files.
+    pub fn keeping_blocks(params: Params) -> Self {
+        Self {
+            blocks: Some(Vec::new()),
+            ..Self::new(params)
+        }
+    }
+
+    /// The root CID and every distinct block, children before parents.
+    pub fn finish_with_blocks(mut self) -> (Cid, Vec<(Cid, Vec<u8>)>) {
+        let root = self.finish_root();
+        let mut blocks = self.blocks.take().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        blocks.retain(|(c, _)| seen.insert(*c));
+        (root, blocks)
     }
 
     pub fn write(&mut self, mut bytes: &[u8]) {
@@ -87,6 +108,10 @@ impl Importer {
     }
 
     pub fn finish(mut self) -> Cid {
+        self.finish_root()
+    }
+
+    fn finish_root(&mut self) -> Cid {
         // An empty file is one empty leaf; otherwise only a partial chunk is left.
         if !self.chunk.is_empty() || self.leaves == 0 {
             self.flush_leaf();
@@ -110,8 +135,10 @@ impl Importer {
         let data = std::mem::take(&mut self.chunk);
         let filesize = data.len() as u64;
         let entry = if self.params.raw_leaves {
+            let cid = cid_of(Version::V1, RAW, &data);
+            self.keep(cid, &data);
             Entry {
-                cid: cid_of(Version::V1, RAW, &data),
+                cid,
                 tsize: filesize,
                 filesize,
             }
@@ -121,8 +148,10 @@ impl Importer {
                 links: Vec::new(),
                 data: Some(&payload),
             });
+            let cid = cid_of(self.params.version, DAG_PB, &block);
+            self.keep(cid, &block);
             Entry {
-                cid: cid_of(self.params.version, DAG_PB, &block),
+                cid,
                 tsize: block.len() as u64,
                 filesize,
             }
@@ -146,7 +175,13 @@ impl Importer {
         }
     }
 
-    fn inner_node(&self, children: &[Entry]) -> Entry {
+    fn keep(&mut self, cid: Cid, block: &[u8]) {
+        if let Some(blocks) = self.blocks.as_mut() {
+            blocks.push((cid, block.to_vec()));
+        }
+    }
+
+    fn inner_node(&mut self, children: &[Entry]) -> Entry {
         let filesize = children.iter().map(|c| c.filesize).sum();
         let blocksizes: Vec<u64> = children.iter().map(|c| c.filesize).collect();
         let payload = unixfs::encode_file(None, filesize, &blocksizes);
@@ -162,8 +197,10 @@ impl Importer {
             data: Some(&payload),
         });
         let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
+        let cid = cid_of(self.params.version, DAG_PB, &block);
+        self.keep(cid, &block);
         Entry {
-            cid: cid_of(self.params.version, DAG_PB, &block),
+            cid,
             tsize,
             filesize,
         }
@@ -216,6 +253,34 @@ mod tests {
             cid_of_bytes(Params::V1, b"hello world\n").to_string(),
             "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
         );
+    }
+
+    #[test]
+    fn kept_blocks_make_a_verifiable_dag() {
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 5)).map(|i| (i % 253) as u8).collect();
+        let mut imp = Importer::keeping_blocks(Params::V1);
+        imp.write(&data);
+        let (root, blocks) = imp.finish_with_blocks();
+        assert_eq!(root, cid_of_bytes(Params::V1, &data));
+        assert_eq!(
+            blocks.last().map(|b| b.0),
+            Some(root),
+            "the root comes last"
+        );
+        let car = crate::car::encode(&root, &blocks);
+        let mut d = crate::car::CarDecoder::new();
+        d.push(&car);
+        let mut v = crate::verify::DagVerifier::new(root, u64::MAX);
+        let mut out = Vec::new();
+        while let Some((c, b)) = d.next_frame().unwrap() {
+            for e in v.accept(&c, &b).unwrap() {
+                if let crate::verify::Emit::Data(r) = e {
+                    out.extend_from_slice(&b[r]);
+                }
+            }
+        }
+        assert!(v.finish().unwrap().is_empty());
+        assert_eq!(out, data);
     }
 
     #[test]
