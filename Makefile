@@ -4,10 +4,9 @@
 
 CARGO ?= cargo
 SCENARIO ?= all
-RUNNER := target/release/runner
 DEMO_OUT := host/shared
 
-.PHONY: all build test lint unit wasm wasm-check tools demo bench-runner bench-fetcher clean
+.PHONY: all build test lint unit wasm wasm-check tools demo cids bench-runner bench-fetcher bench-coordinator clean
 
 all: build
 
@@ -21,7 +20,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The end-to-end tests run the fetcher and runner binaries beside the coordinator's.
 unit:
+	$(CARGO) build --workspace
 	$(CARGO) test --workspace --no-fail-fast
 
 tools:
@@ -35,9 +36,17 @@ wasm-check: tools
 	$(MAKE) -C host/wasm check
 	$(MAKE) -C bench/runner check
 
-## demo: run the sample tasks through the runner (SCENARIO=fib|affine|add|stats|all)
+## demo: the coordinator runs the placeholder tasks with the local backend (SCENARIO=fib|affine|add|all)
 demo: build
-	@scripts/demo.sh $(RUNNER) $(SCENARIO) $(DEMO_OUT)
+	@mkdir -p $(DEMO_OUT)
+	COORDINATOR_BACKEND=local target/release/coordinator --once --scenario $(SCENARIO) \
+	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl
+	@echo "results (one JSON object per task) appended to $(DEMO_OUT)/results.jsonl"
+
+## cids: the CIDs of the sample files, as the placeholder tasks use them
+cids: build
+	@for f in host/wasm/*.wasm host/wasm/*-input.json; do \
+	  printf '%-28s %s  %s\n' "$$f" "$$(target/release/fetcher cid $$f)" "$$(target/release/fetcher cid --cid-version 1 $$f)"; done
 
 ## bench-runner: runner vs native C on the same kernels (a table; not a test)
 bench-runner: tools
@@ -49,6 +58,11 @@ bench-runner: tools
 bench-fetcher:
 	$(CARGO) build --release -p fetcher
 	$(CARGO) bench -p fetcher --bench fetcher_vs_plain
+
+## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2
+bench-coordinator:
+	$(CARGO) build --release --workspace
+	$(CARGO) bench -p coordinator --bench coordinator_local
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,648 @@
+//! Configuration: defaults < TOML file (`--config`, `COORDINATOR_CONFIG`) < `COORDINATOR_*`
+//! environment < flags, layered with figment. The only module that reads the environment.
+//!
+//! The Go coordinator's names keep their meaning and defaults (`COORDINATOR_NAMESPACE`,
+//! `COORDINATOR_EXECUTOR_IMAGE`, `COORDINATOR_IPFS_MIRROR`, `COORDINATOR_IPFS_ENDPOINT`,
+//! `COORDINATOR_JOB_TEMPLATE`). Every bad value is reported once, naming the key, the value
+//! and the layer it came from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub const ENV_PREFIX: &str = "COORDINATOR_";
+pub const CONFIG_ENV: &str = "COORDINATOR_CONFIG";
+
+/// Which backend runs the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// `kubernetes` inside a cluster (`KUBERNETES_SERVICE_HOST` is set), else `local`.
+    Auto,
+    /// `fetcher` and `runner` as child processes over a temp dir.
+    Local,
+    /// One Job per task.
+    Kubernetes,
+}
+
+/// Which placeholder tasks to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    All,
+    Fib,
+    Affine,
+    Add,
+}
+
+/// Every key, with its default. Field names are the keys of the TOML file and, upper-cased
+/// after `COORDINATOR_`, of the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub namespace: String,
+    pub executor_image: String,
+    pub fetcher_image: String,
+    pub ipfs_mirror: PathBuf,
+    pub ipfs_endpoint: String,
+    pub job_template: PathBuf,
+    pub backend: BackendKind,
+    pub concurrency: u32,
+    /// Seconds for one task, fetch and run together.
+    pub task_timeout: f64,
+    pub fuel: u64,
+    pub tasks: Option<PathBuf>,
+    pub results: Option<PathBuf>,
+    pub scenario: Scenario,
+    pub once: bool,
+    pub retries: u32,
+    pub retry_backoff_ms: u64,
+    pub grace_period: f64,
+    pub runner_path: Option<PathBuf>,
+    pub fetcher_path: Option<PathBuf>,
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespace: "default".into(),
+            executor_image: "executor-demo/executor:demo".into(),
+            fetcher_image: "executor-demo/fetcher:demo".into(),
+            ipfs_mirror: PathBuf::from("./host/wasm"),
+            ipfs_endpoint: String::new(),
+            job_template: PathBuf::from("k8s/job.yaml"),
+            backend: BackendKind::Auto,
+            concurrency: 1,
+            task_timeout: 60.0,
+            fuel: 10_000_000_000,
+            tasks: None,
+            results: None,
+            scenario: Scenario::All,
+            once: false,
+            retries: 2,
+            retry_backoff_ms: 1000,
+            grace_period: 30.0,
+            runner_path: None,
+            fetcher_path: None,
+            work_dir: None,
+        }
+    }
+}
+
+/// One line of the key table: name, meaning (for `--print-config` and the README).
+pub const KEYS: &[(&str, &str)] = &[
+    ("namespace", "Kubernetes namespace for Jobs"),
+    ("executor_image", "the runner image (kubernetes backend)"),
+    ("fetcher_image", "the fetcher image (kubernetes backend)"),
+    (
+        "ipfs_mirror",
+        "directory whose files are served by CID when no endpoint is set",
+    ),
+    (
+        "ipfs_endpoint",
+        "IPFS gateway URL (http://host:port[/ipfs]); empty = use the mirror",
+    ),
+    ("job_template", "Job template (kubernetes backend)"),
+    (
+        "backend",
+        "auto | local | kubernetes (auto: kubernetes inside a cluster)",
+    ),
+    ("concurrency", "tasks run at once"),
+    ("task_timeout", "seconds per task, fetch and run together"),
+    ("fuel", "the runner's fuel budget; 0 = metering off"),
+    (
+        "tasks",
+        "JSON-lines task file, - for stdin; unset = the placeholder tasks",
+    ),
+    ("results", "JSON-lines file each result is appended to"),
+    (
+        "scenario",
+        "placeholder tasks to emit: all | fib | affine | add",
+    ),
+    ("once", "exit when the task source is drained"),
+    (
+        "retries",
+        "retries of a task after an infrastructure failure",
+    ),
+    (
+        "retry_backoff_ms",
+        "first retry's backoff, doubled each retry",
+    ),
+    (
+        "grace_period",
+        "seconds running tasks get to finish after SIGTERM/SIGINT",
+    ),
+    (
+        "runner_path",
+        "the runner binary (local backend); unset = beside the coordinator",
+    ),
+    (
+        "fetcher_path",
+        "the fetcher binary (local backend); unset = beside the coordinator",
+    ),
+    (
+        "work_dir",
+        "where per-task work dirs are made (local backend); unset = system temp",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {key} (from {origin}): {detail}")]
+    Type {
+        key: String,
+        origin: String,
+        detail: String,
+    },
+    #[error("configuration: {key} = {value} (from {origin}): {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: String,
+        reason: String,
+    },
+    #[error("configuration: the config file {path} does not exist (from {origin})")]
+    MissingFile { path: PathBuf, origin: String },
+}
+
+/// The layers, kept so a value's origin can be named.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The kubernetes-or-local decision for `backend = auto`.
+    pub backend: BackendKind,
+    figment: Figment,
+    file: Option<PathBuf>,
+    /// The keys given as flags.
+    flag_keys: Vec<String>,
+}
+
+/// Builds the configuration. `flags` holds only what was given on the command line.
+pub fn load(config_flag: Option<&Path>, flags: &Overrides) -> Result<Loaded, ConfigError> {
+    let (file, file_source) = match config_flag {
+        Some(p) => (Some(p.to_owned()), "--config".to_string()),
+        None => (
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            format!("{CONFIG_ENV} environment variable"),
+        ),
+    };
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = &file {
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile {
+                path: path.clone(),
+                origin: file_source,
+            });
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment
+        .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]))
+        .merge(Serialized::defaults(flags));
+    let flag_keys: Vec<String> = match serde_json::to_value(flags) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let config: Config = figment
+        .extract()
+        .map_err(|e| type_error(e, &flag_keys, file.as_deref()))?;
+    let mut loaded = Loaded {
+        backend: BackendKind::Local,
+        config,
+        figment,
+        file,
+        flag_keys,
+    };
+    loaded.backend = loaded.validate()?;
+    Ok(loaded)
+}
+
+/// A value that does not deserialize (`concurrency = "many"`), named with its origin.
+fn type_error(e: figment::Error, flag_keys: &[String], file: Option<&Path>) -> ConfigError {
+    let key = e
+        .path
+        .last()
+        .map(|k| k.to_ascii_lowercase())
+        .unwrap_or_default();
+    let origin = match &e.metadata {
+        Some(md) if md.name.contains("environment") => format!(
+            "{ENV_PREFIX}{} environment variable",
+            key.to_ascii_uppercase()
+        ),
+        Some(md) if md.name.contains("TOML") => format!(
+            "config file {}",
+            file.map(|f| f.display().to_string()).unwrap_or_default()
+        ),
+        _ if flag_keys.contains(&key) => format!("flag --{}", key.replace('_', "-")),
+        Some(md) => md.name.to_string(),
+        None => "configuration".into(),
+    };
+    ConfigError::Type {
+        key,
+        origin,
+        detail: e.kind.to_string(),
+    }
+}
+
+impl Loaded {
+    /// Where `key`'s effective value came from.
+    pub fn source_of(&self, key: &str) -> String {
+        let env = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+        if self.figment_has_flag(key) {
+            format!("flag --{}", key.replace('_', "-"))
+        } else if std::env::var_os(&env).is_some() {
+            format!("{env} environment variable")
+        } else if self.file_has(key) {
+            format!(
+                "config file {}",
+                self.file
+                    .as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            )
+        } else {
+            "default".into()
+        }
+    }
+
+    fn figment_has_flag(&self, key: &str) -> bool {
+        self.flag_keys.iter().any(|k| k == key)
+    }
+
+    fn file_has(&self, key: &str) -> bool {
+        self.figment
+            .find_metadata(key)
+            .is_some_and(|m| m.name.contains("TOML"))
+    }
+
+    fn invalid(&self, key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            origin: self.source_of(key),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<BackendKind, ConfigError> {
+        let c = &self.config;
+        if !(1..=1024).contains(&c.concurrency) {
+            return Err(self.invalid("concurrency", c.concurrency, "must be between 1 and 1024"));
+        }
+        if !(c.task_timeout.is_finite() && c.task_timeout > 0.0 && c.task_timeout <= 7.0 * 86400.0)
+        {
+            return Err(self.invalid(
+                "task_timeout",
+                c.task_timeout,
+                "must be a number of seconds above 0 (at most a week)",
+            ));
+        }
+        if !(c.grace_period.is_finite() && c.grace_period >= 0.0 && c.grace_period <= 86400.0) {
+            return Err(self.invalid(
+                "grace_period",
+                c.grace_period,
+                "must be a number of seconds, 0 to 86400",
+            ));
+        }
+        if c.retries > 100 {
+            return Err(self.invalid("retries", c.retries, "must be at most 100"));
+        }
+        let endpoint = c.ipfs_endpoint.trim();
+        let scheme_ok = ["http://", "https://", "file://"]
+            .iter()
+            .any(|p| endpoint.starts_with(p));
+        if !endpoint.is_empty() && !scheme_ok {
+            return Err(self.invalid(
+                "ipfs_endpoint",
+                endpoint,
+                "must be a gateway URL such as http://127.0.0.1:18480/ipfs, or empty to use ipfs_mirror",
+            ));
+        }
+        let backend = match c.backend {
+            BackendKind::Auto if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                BackendKind::Kubernetes
+            }
+            BackendKind::Auto => BackendKind::Local,
+            other => other,
+        };
+        if backend == BackendKind::Local && endpoint.is_empty() && !c.ipfs_mirror.is_dir() {
+            return Err(self.invalid(
+                "ipfs_mirror",
+                c.ipfs_mirror.display(),
+                "is not a directory (run from the repository root, or set ipfs_mirror or ipfs_endpoint)",
+            ));
+        }
+        for (key, path) in [
+            ("runner_path", &c.runner_path),
+            ("fetcher_path", &c.fetcher_path),
+        ] {
+            if let Some(p) = path
+                .as_ref()
+                .filter(|p| !p.as_os_str().is_empty() && !p.is_file())
+            {
+                return Err(self.invalid(
+                    if key == "runner_path" {
+                        "runner_path"
+                    } else {
+                        "fetcher_path"
+                    },
+                    p.display(),
+                    "is not a file",
+                ));
+            }
+        }
+        Ok(backend)
+    }
+
+    /// `key = value    # source`, one line per key, for `--print-config`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (key, meaning) in KEYS {
+            let value = self
+                .figment
+                .find_value(key)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok())
+                .unwrap_or_else(|| "(unset)".into());
+            out.push_str(&format!(
+                "{key} = {value}    # {}; {meaning}\n",
+                self.source_of(key)
+            ));
+        }
+        out.push_str(&format!(
+            "# effective backend: {}\n",
+            match self.backend {
+                BackendKind::Kubernetes => "kubernetes",
+                _ => "local",
+            }
+        ));
+        out
+    }
+
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.config.task_timeout)
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs_f64(self.config.grace_period)
+    }
+}
+
+/// The command line's contribution: only what was given.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Kubernetes namespace for Jobs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Backend: auto, local or kubernetes.
+    #[arg(long, value_parser = ["auto", "local", "kubernetes"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Tasks run at once.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Seconds per task, fetch and run together.
+    #[arg(long = "task-timeout", value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_timeout: Option<f64>,
+    /// The runner's fuel budget; 0 = metering off.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Directory served by CID when no endpoint is set.
+    #[arg(long = "ipfs-mirror", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfs_mirror: Option<PathBuf>,
+    /// IPFS gateway URL; empty = use the mirror.
+    #[arg(long = "ipfs-endpoint", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipfs_endpoint: Option<String>,
+    /// JSON-lines task file (- for stdin) instead of the placeholder tasks.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<PathBuf>,
+    /// JSON-lines file each result is appended to.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<PathBuf>,
+    /// Placeholder tasks to emit.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<Scenario>,
+    /// Exit when the task source is drained, with a summary line.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub once: Option<bool>,
+    /// Retries after an infrastructure failure.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// First retry's backoff in milliseconds.
+    #[arg(long = "retry-backoff-ms", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Seconds running tasks get to finish after SIGTERM/SIGINT.
+    #[arg(long = "grace-period", value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<f64>,
+    /// The runner binary (default: beside the coordinator).
+    #[arg(long = "runner-path", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_path: Option<PathBuf>,
+    /// The fetcher binary (default: beside the coordinator).
+    #[arg(long = "fetcher-path", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetcher_path: Option<PathBuf>,
+    /// Where per-task work dirs are made (default: the system temp dir).
+    #[arg(long = "work-dir", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; it is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, flags: &Overrides) -> Result<Loaded, ConfigError> {
+        std::fs::create_dir_all(jail.directory().join("host/wasm")).unwrap();
+        load(None, flags)
+    }
+
+    #[test]
+    fn defaults_keep_the_go_names_and_values() {
+        Jail::expect_with(|jail| {
+            let l = load_in(jail, &Overrides::default()).unwrap();
+            assert_eq!(l.config.namespace, "default");
+            assert_eq!(l.config.executor_image, "executor-demo/executor:demo");
+            assert_eq!(l.config.ipfs_mirror, PathBuf::from("./host/wasm"));
+            assert_eq!(l.config.ipfs_endpoint, "");
+            assert_eq!(l.config.job_template, PathBuf::from("k8s/job.yaml"));
+            assert_eq!(l.config.concurrency, 1);
+            assert_eq!(l.backend, BackendKind::Local);
+            assert_eq!(l.source_of("concurrency"), "default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "concurrency = 3\nnamespace = \"from-file\"\nfuel = 7\n",
+            )?;
+            jail.set_env(CONFIG_ENV, "c.toml");
+            jail.set_env("COORDINATOR_NAMESPACE", "from-env");
+            jail.set_env("COORDINATOR_FUEL", "8");
+            let flags = Overrides {
+                fuel: Some(9),
+                ..Overrides::default()
+            };
+            let l = load_in(jail, &flags).unwrap();
+            assert_eq!(l.config.concurrency, 3);
+            assert_eq!(l.config.namespace, "from-env");
+            assert_eq!(l.config.fuel, 9);
+            assert_eq!(l.source_of("concurrency"), "config file c.toml");
+            assert_eq!(
+                l.source_of("namespace"),
+                "COORDINATOR_NAMESPACE environment variable"
+            );
+            assert_eq!(l.source_of("fuel"), "flag --fuel");
+            assert!(l
+                .describe()
+                .contains("concurrency = 3    # config file c.toml"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kubernetes_is_the_default_inside_a_cluster() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+            assert_eq!(
+                load_in(jail, &Overrides::default()).unwrap().backend,
+                BackendKind::Kubernetes
+            );
+            jail.set_env("COORDINATOR_BACKEND", "local");
+            assert_eq!(
+                load_in(jail, &Overrides::default()).unwrap().backend,
+                BackendKind::Local
+            );
+            Ok(())
+        });
+    }
+
+    fn error_for(env: &[(&str, &str)]) -> String {
+        let mut message = String::new();
+        Jail::expect_with(|jail| {
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            message = load_in(jail, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            Ok(())
+        });
+        message
+    }
+
+    #[test]
+    fn every_bad_value_names_key_value_and_source() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "COORDINATOR_CONCURRENCY",
+                "0",
+                &["concurrency", "0", "COORDINATOR_CONCURRENCY"],
+            ),
+            (
+                "COORDINATOR_CONCURRENCY",
+                "5000",
+                &["concurrency", "5000", "COORDINATOR_CONCURRENCY"],
+            ),
+            (
+                "COORDINATOR_CONCURRENCY",
+                "many",
+                &["concurrency", "many", "COORDINATOR_"],
+            ),
+            (
+                "COORDINATOR_TASK_TIMEOUT",
+                "0",
+                &["task_timeout", "0", "COORDINATOR_TASK_TIMEOUT"],
+            ),
+            (
+                "COORDINATOR_TASK_TIMEOUT",
+                "soon",
+                &["task_timeout", "soon"],
+            ),
+            (
+                "COORDINATOR_GRACE_PERIOD",
+                "-1",
+                &["grace_period", "-1", "COORDINATOR_GRACE_PERIOD"],
+            ),
+            ("COORDINATOR_RETRIES", "1000", &["retries", "1000"]),
+            ("COORDINATOR_FUEL", "-5", &["fuel", "-5"]),
+            ("COORDINATOR_BACKEND", "cloud", &["backend", "cloud"]),
+            ("COORDINATOR_SCENARIO", "fibb", &["scenario", "fibb"]),
+            (
+                "COORDINATOR_IPFS_ENDPOINT",
+                "127.0.0.1:18480",
+                &[
+                    "ipfs_endpoint",
+                    "127.0.0.1:18480",
+                    "COORDINATOR_IPFS_ENDPOINT",
+                ],
+            ),
+            (
+                "COORDINATOR_IPFS_MIRROR",
+                "/nonexistent/dir",
+                &["ipfs_mirror", "/nonexistent/dir", "COORDINATOR_IPFS_MIRROR"],
+            ),
+            (
+                "COORDINATOR_RUNNER_PATH",
+                "/nonexistent/runner",
+                &["runner_path", "/nonexistent/runner"],
+            ),
+            ("COORDINATOR_ONCE", "maybe", &["once", "maybe"]),
+        ];
+        for (var, value, needles) in cases {
+            let msg = error_for(&[(var, value)]);
+            for n in *needles {
+                assert!(msg.contains(n), "{var}={value}: {msg:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_config_file_is_named() {
+        let msg = error_for(&[(CONFIG_ENV, "nope.toml")]);
+        assert!(
+            msg.contains("nope.toml") && msg.contains(CONFIG_ENV),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn flag_values_are_checked_and_attributed() {
+        Jail::expect_with(|jail| {
+            let flags = Overrides {
+                concurrency: Some(0),
+                ..Overrides::default()
+            };
+            let msg = load_in(jail, &flags).unwrap_err().to_string();
+            assert!(msg.contains("flag --concurrency"), "{msg}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,434 @@
+//! The service loop: takes tasks from the source at most `concurrency` at a time, runs each
+//! through the backend with bounded retries for infrastructure failures only, publishes
+//! every report to every sink, and on shutdown stops intake, gives running tasks a grace
+//! period, and reports the rest as interrupted.
+//!
+//! Each task id runs at most once per run: a duplicate from the source is skipped. A task
+//! publishes its own report as the last thing it does (no await point after it), so a task
+//! cancelled at shutdown either has published or is reported interrupted, never both.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::backend::Backend;
+use crate::sink::ResultSink;
+use crate::source::TaskSource;
+use crate::task::{ReportStatus, Task, TaskReport};
+
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub concurrency: usize,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub grace_period: Duration,
+    /// Exit when the source is drained, instead of waiting for a signal.
+    pub once: bool,
+}
+
+/// Counts of published reports by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub by_status: BTreeMap<&'static str, u64>,
+    pub total: u64,
+    pub ok: u64,
+    pub infrastructure_failures: u64,
+}
+
+impl Summary {
+    fn add(&mut self, r: &TaskReport) {
+        *self.by_status.entry(r.status.as_str()).or_default() += 1;
+        self.total += 1;
+        if r.status == ReportStatus::Ok {
+            self.ok += 1;
+        }
+        if r.status.is_infrastructure_failure() {
+            self.infrastructure_failures += 1;
+        }
+    }
+
+    /// `total=3 ok=2 failed=1 infrastructure_failed=0 (trap=1)`.
+    pub fn line(&self) -> String {
+        let detail: Vec<String> = self
+            .by_status
+            .iter()
+            .filter(|(s, _)| **s != "ok")
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
+        format!(
+            "total={} ok={} failed={} infrastructure_failed={}{}",
+            self.total,
+            self.ok,
+            self.total - self.ok,
+            self.infrastructure_failures,
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", detail.join(" "))
+            }
+        )
+    }
+}
+
+/// Resolves once `shutdown` is true; never if its sender is gone without saying so.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+pub async fn serve(
+    settings: ServiceSettings,
+    mut source: Box<dyn TaskSource>,
+    mut sinks: Vec<Box<dyn ResultSink>>,
+    backend: Arc<dyn Backend>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Summary {
+    let (tx, mut rx) = mpsc::unbounded_channel::<TaskReport>();
+    let publisher = tokio::spawn(async move {
+        let mut summary = Summary::default();
+        while let Some(report) = rx.recv().await {
+            for sink in sinks.iter_mut() {
+                if let Err(e) = sink.publish(&report) {
+                    error!(task_id = %report.task_id, "{e}");
+                }
+            }
+            summary.add(&report);
+        }
+        summary
+    });
+
+    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut in_flight: HashMap<tokio::task::Id, Task> = HashMap::new();
+    let mut seen = HashSet::new();
+
+    let mut stopping = loop {
+        while let Some(done) = running.try_join_next_with_id() {
+            in_flight.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+        let permit = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break true,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break true,
+            },
+        };
+        let next = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break true,
+            t = source.next_task() => t,
+        };
+        let Some(task) = next else { break false };
+        if !seen.insert(task.task_id.clone()) {
+            warn!(task_id = %task.task_id, "a task with this id already ran in this run; skipping the duplicate");
+            continue;
+        }
+        let span = info_span!("task", task_id = %task.task_id);
+        let work = run_task(task.clone(), backend.clone(), settings.clone(), tx.clone());
+        let handle = running.spawn(
+            async move {
+                let _permit = permit;
+                work.await;
+            }
+            .instrument(span),
+        );
+        in_flight.insert(handle.id(), task);
+    };
+
+    if !stopping {
+        info!("the task source is drained");
+        if !settings.once {
+            info!("waiting for a signal (SIGTERM/SIGINT) to stop; use --once to exit when done");
+            // Running tasks go on meanwhile; finished ones are reaped below.
+            stopped(&mut shutdown).await;
+            stopping = true;
+        }
+    }
+    if stopping {
+        info!(
+            grace_period_sec = settings.grace_period.as_secs_f64(),
+            running = running.len(),
+            "stopping: no new tasks; letting running tasks finish"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + settings.grace_period;
+    loop {
+        let joined = tokio::select! {
+            j = running.join_next_with_id() => j,
+            () = tokio::time::sleep_until(deadline), if stopping => break,
+            () = stopped(&mut shutdown), if !stopping => {
+                stopping = true;
+                info!(running = running.len(), "stopping: letting running tasks finish");
+                continue;
+            }
+        };
+        match joined {
+            None => break,
+            Some(done) => {
+                in_flight.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+            }
+        }
+    }
+    running.abort_all();
+    while let Some(done) = running.join_next_with_id().await {
+        match done {
+            // It finished (and published) before the abort reached it.
+            Ok((id, ())) => {
+                in_flight.remove(&id);
+            }
+            Err(e) => {
+                if let Some(task) = in_flight.remove(&e.id()) {
+                    warn!(task_id = %task.task_id, "interrupted by shutdown");
+                    let mut report = TaskReport::new(&task, ReportStatus::Interrupted);
+                    report.error = Some(format!(
+                        "the coordinator shut down and the task did not finish within the grace period of {} s",
+                        settings.grace_period.as_secs_f64()
+                    ));
+                    let _ = tx.send(report);
+                }
+            }
+        }
+    }
+    drop(tx);
+    publisher.await.unwrap_or_default()
+}
+
+/// Runs one task with bounded retries for infrastructure failures, then publishes it.
+async fn run_task(
+    task: Task,
+    backend: Arc<dyn Backend>,
+    settings: ServiceSettings,
+    tx: mpsc::UnboundedSender<TaskReport>,
+) {
+    let mut attempts = 0u32;
+    let outcome = loop {
+        attempts += 1;
+        info!(attempt = attempts, wasm_cid = %task.wasm_cid, "starting");
+        let outcome = backend.run(&task).await;
+        if !(outcome.retryable && attempts <= settings.retries) {
+            break outcome;
+        }
+        let wait = settings
+            .retry_backoff
+            .saturating_mul(1 << (attempts - 1).min(16));
+        warn!(
+            attempt = attempts,
+            status = outcome.status.as_str(),
+            "infrastructure failure, retrying in {:.1} s: {}",
+            wait.as_secs_f64(),
+            outcome.error.as_deref().unwrap_or("")
+        );
+        tokio::time::sleep(wait).await;
+    };
+    let mut report = TaskReport::new(&task, outcome.status);
+    report.stage = outcome.stage;
+    report.attempts = attempts;
+    report.result = outcome.result;
+    report.error = outcome.error;
+    // The last statement: no await point after the report is handed over.
+    let _ = tx.send(report);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::AttemptOutcome;
+    use crate::task::Stage;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    struct Tasks(Vec<Task>);
+    impl TaskSource for Tasks {
+        fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+            let t = if self.0.is_empty() {
+                None
+            } else {
+                Some(self.0.remove(0))
+            };
+            Box::pin(async move { t })
+        }
+    }
+
+    /// Fails `fail_first` times with the given retryability, then succeeds.
+    struct Flaky {
+        calls: AtomicU32,
+        fail_first: u32,
+        retryable: bool,
+        delay: Duration,
+    }
+    impl Backend for Flaky {
+        fn run<'a>(
+            &'a self,
+            _t: &'a Task,
+        ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                if n < self.fail_first {
+                    let status = if self.retryable {
+                        ReportStatus::FetchFailed
+                    } else {
+                        ReportStatus::Trap
+                    };
+                    AttemptOutcome::failed(status, Stage::Fetch, "boom".into(), self.retryable)
+                } else {
+                    AttemptOutcome {
+                        status: ReportStatus::Ok,
+                        stage: None,
+                        result: None,
+                        error: None,
+                        retryable: false,
+                    }
+                }
+            })
+        }
+    }
+
+    struct Collect(Arc<Mutex<Vec<TaskReport>>>);
+    impl ResultSink for Collect {
+        fn publish(&mut self, r: &TaskReport) -> Result<(), crate::sink::SinkError> {
+            self.0.lock().unwrap().push(r.clone());
+            Ok(())
+        }
+    }
+
+    fn task(id: &str) -> Task {
+        Task {
+            task_id: id.into(),
+            wasm_cid: "Qm".into(),
+            input_cid: None,
+            entry: None,
+        }
+    }
+
+    fn settings(retries: u32) -> ServiceSettings {
+        ServiceSettings {
+            concurrency: 2,
+            retries,
+            retry_backoff: Duration::from_millis(1),
+            grace_period: Duration::from_millis(50),
+            once: true,
+        }
+    }
+
+    async fn go(
+        backend: Flaky,
+        tasks: Vec<Task>,
+        s: ServiceSettings,
+        stop_after: Option<Duration>,
+    ) -> (Summary, Vec<TaskReport>) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(after) = stop_after {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = stop_tx.send(true);
+            });
+        } else {
+            std::mem::forget(stop_tx);
+        }
+        let summary = serve(
+            s,
+            Box::new(Tasks(tasks)),
+            vec![Box::new(Collect(got.clone()))],
+            Arc::new(backend),
+            stop_rx,
+        )
+        .await;
+        let reports = got.lock().unwrap().clone();
+        (summary, reports)
+    }
+
+    #[tokio::test]
+    async fn infrastructure_failures_are_retried_a_bounded_number_of_times() {
+        let b = Flaky {
+            calls: AtomicU32::new(0),
+            fail_first: 2,
+            retryable: true,
+            delay: Duration::ZERO,
+        };
+        let (summary, reports) = go(b, vec![task("a")], settings(2), None).await;
+        assert_eq!(
+            (reports[0].status, reports[0].attempts),
+            (ReportStatus::Ok, 3)
+        );
+        assert_eq!(summary.ok, 1);
+        let b = Flaky {
+            calls: AtomicU32::new(0),
+            fail_first: 5,
+            retryable: true,
+            delay: Duration::ZERO,
+        };
+        let (summary, reports) = go(b, vec![task("a")], settings(1), None).await;
+        assert_eq!(
+            (reports[0].status, reports[0].attempts),
+            (ReportStatus::FetchFailed, 2)
+        );
+        assert_eq!(summary.infrastructure_failures, 1);
+    }
+
+    #[tokio::test]
+    async fn task_failures_are_never_retried() {
+        let b = Flaky {
+            calls: AtomicU32::new(0),
+            fail_first: 1,
+            retryable: false,
+            delay: Duration::ZERO,
+        };
+        let (summary, reports) = go(b, vec![task("a")], settings(3), None).await;
+        assert_eq!(
+            (reports[0].status, reports[0].attempts),
+            (ReportStatus::Trap, 1)
+        );
+        assert_eq!(summary.infrastructure_failures, 0);
+        assert!(
+            summary
+                .line()
+                .contains("ok=0 failed=1 infrastructure_failed=0 (trap=1)"),
+            "{}",
+            summary.line()
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicates_run_once() {
+        let b = Flaky {
+            calls: AtomicU32::new(0),
+            fail_first: 0,
+            retryable: false,
+            delay: Duration::ZERO,
+        };
+        let (_, reports) = go(b, vec![task("a"), task("b"), task("a")], settings(0), None).await;
+        let mut ids: Vec<_> = reports.iter().map(|r| r.task_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_reports_unfinished_tasks_as_interrupted_exactly_once() {
+        let b = Flaky {
+            calls: AtomicU32::new(0),
+            fail_first: 0,
+            retryable: false,
+            delay: Duration::from_secs(30),
+        };
+        let tasks = (0..5).map(|i| task(&format!("t{i}"))).collect();
+        let (summary, reports) = go(b, tasks, settings(0), Some(Duration::from_millis(50))).await;
+        // Concurrency 2: two were running and are interrupted; the rest were never taken.
+        assert_eq!(reports.len(), 2);
+        assert!(reports
+            .iter()
+            .all(|r| r.status == ReportStatus::Interrupted));
+        assert_eq!(summary.infrastructure_failures, 2);
+    }
+}
