@@ -175,13 +175,23 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, String> {
     } else {
         c.ipfs_endpoint.trim().to_owned()
     };
+    let work_dir = c.work_dir.clone().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = &work_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "configuration: work_dir = {} (from {}): cannot create it: {e}",
+                dir.display(),
+                loaded.source_of("work_dir")
+            )
+        })?;
+    }
     Ok(LocalBackend {
         fetcher,
         runner,
         gateway,
         task_timeout: loaded.task_timeout(),
         fuel: c.fuel,
-        work_dir: c.work_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+        work_dir,
     })
 }
 
