@@ -8,6 +8,7 @@
 //! cancelled at shutdown either has published or is reported interrupted, never both.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,8 @@ pub async fn serve(
 
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut in_flight: HashMap<tokio::task::Id, Task> = HashMap::new();
+    // Each running task, with a count of its attempts that survives its cancellation.
+    let mut in_flight: HashMap<tokio::task::Id, (Task, Arc<AtomicU32>)> = HashMap::new();
     let mut seen = HashSet::new();
 
     let mut stopping = loop {
@@ -132,7 +134,14 @@ pub async fn serve(
             continue;
         }
         let span = info_span!("task", task_id = %task.task_id);
-        let work = run_task(task.clone(), backend.clone(), settings.clone(), tx.clone());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let work = run_task(
+            task.clone(),
+            backend.clone(),
+            settings.clone(),
+            tx.clone(),
+            attempts.clone(),
+        );
         let handle = running.spawn(
             async move {
                 let _permit = permit;
@@ -140,7 +149,7 @@ pub async fn serve(
             }
             .instrument(span),
         );
-        in_flight.insert(handle.id(), task);
+        in_flight.insert(handle.id(), (task, attempts));
     };
 
     if !stopping {
@@ -185,9 +194,10 @@ pub async fn serve(
                 in_flight.remove(&id);
             }
             Err(e) => {
-                if let Some(task) = in_flight.remove(&e.id()) {
+                if let Some((task, attempts)) = in_flight.remove(&e.id()) {
                     warn!(task_id = %task.task_id, "interrupted by shutdown");
                     let mut report = TaskReport::new(&task, ReportStatus::Interrupted);
+                    report.attempts = attempts.load(Ordering::SeqCst);
                     report.error = Some(format!(
                         "the coordinator shut down and the task did not finish within the grace period of {} s",
                         settings.grace_period.as_secs_f64()
@@ -207,10 +217,12 @@ async fn run_task(
     backend: Arc<dyn Backend>,
     settings: ServiceSettings,
     tx: mpsc::UnboundedSender<TaskReport>,
+    started: Arc<AtomicU32>,
 ) {
     let mut attempts = 0u32;
     let outcome = loop {
         attempts += 1;
+        started.store(attempts, Ordering::SeqCst);
         info!(attempt = attempts, wasm_cid = %task.wasm_cid, "starting");
         let outcome = backend.run(&task).await;
         if !(outcome.retryable && attempts <= settings.retries) {
