@@ -1,0 +1,403 @@
+//! What a task's Job and pod say about how it went. Pure: Kubernetes objects in, a verdict
+//! out; the Kubernetes backend (next) watches the objects and acts on the verdict.
+//!
+//! - [`job_finished`] reads the Job's conditions: `Complete` or `Failed`. (kube's
+//!   `is_job_completed` matches `Complete` only, so a failed Job would be waited on until
+//!   the timeout.)
+//! - [`fail_fast`] spots, while the pod still runs, failures that will not heal: an image
+//!   that cannot be pulled. The task fails at once, naming the image, instead of waiting
+//!   out the deadline.
+//! - [`verdict`] turns a finished Job and its pod into the task's outcome: the runner's
+//!   result from its termination message, or a named cause (fetch failed, OOMKilled,
+//!   deadline exceeded, no result). A pod that finished without a result is an error,
+//!   never a success.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use runner::{ExitStatus, TaskResult};
+
+use crate::backend::AttemptOutcome;
+use crate::job::{FETCHER_CONTAINER, RUNNER_CONTAINER};
+use crate::task::{ReportStatus, Stage};
+
+/// How a Job ended, from its conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Complete,
+    Failed { reason: String, message: String },
+}
+
+/// `Some` once the Job has a true `Complete` or `Failed` condition.
+pub fn job_finished(job: &Job) -> Option<JobEnd> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    for c in conditions.iter().filter(|c| c.status == "True") {
+        match c.type_.as_str() {
+            "Complete" => return Some(JobEnd::Complete),
+            "Failed" => {
+                return Some(JobEnd::Failed {
+                    reason: c.reason.clone().unwrap_or_default(),
+                    message: c.message.clone().unwrap_or_default(),
+                })
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+const IMAGE_PULL_REASONS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// A failure visible while the pod is still pending or running that will not heal.
+pub fn fail_fast(pod: &Pod) -> Option<AttemptOutcome> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for cs in all {
+        let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or("");
+        if IMAGE_PULL_REASONS.contains(&reason) {
+            return Some(AttemptOutcome::failed(
+                ReportStatus::Error,
+                stage_of(&cs.name),
+                format!(
+                    "container `{}` cannot start: {reason} for image {}: {}",
+                    cs.name,
+                    cs.image,
+                    waiting.message.as_deref().unwrap_or("")
+                ),
+                // The image name will not fix itself; retrying only waits longer.
+                false,
+            ));
+        }
+    }
+    None
+}
+
+fn stage_of(container: &str) -> Stage {
+    if container == FETCHER_CONTAINER {
+        Stage::Fetch
+    } else {
+        Stage::Run
+    }
+}
+
+fn find<'a>(statuses: Option<&'a Vec<ContainerStatus>>, name: &str) -> Option<&'a ContainerStatus> {
+    statuses?.iter().find(|c| c.name == name)
+}
+
+/// How a container terminated: (exit code, reason, message); last state included, since a
+/// container restarted by the kubelet keeps the first termination there.
+fn terminated(cs: &ContainerStatus) -> Option<(i32, String, String)> {
+    let t = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
+    Some((
+        t.exit_code,
+        t.reason.clone().unwrap_or_default(),
+        t.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// What the backend needs to finish judging a Job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Done(Box<AttemptOutcome>),
+    /// The runner ended but its termination message holds no result: read the last JSON
+    /// line of its log and call [`verdict_from_log`].
+    NeedLog {
+        exit_code: Option<i32>,
+    },
+}
+
+/// Judges a finished Job (`end`) by its pod.
+pub fn verdict(end: &JobEnd, pod: Option<&Pod>) -> Verdict {
+    let status = pod.and_then(|p| p.status.as_ref());
+    let fetcher = status.and_then(|s| find(s.init_container_statuses.as_ref(), FETCHER_CONTAINER));
+    let runner = status.and_then(|s| find(s.container_statuses.as_ref(), RUNNER_CONTAINER));
+
+    if let Some((code, reason, message)) = fetcher
+        .and_then(terminated)
+        .filter(|(code, _, _)| *code != 0)
+    {
+        return finished(AttemptOutcome::failed(
+            ReportStatus::FetchFailed,
+            Stage::Fetch,
+            format!(
+                "the fetcher exited with {code}{}: {}",
+                paren(&reason),
+                message.trim()
+            ),
+            code != 2,
+        ));
+    }
+    if let Some((code, reason, message)) = runner.and_then(terminated) {
+        if reason == "OOMKilled" {
+            return finished(AttemptOutcome::failed(
+                ReportStatus::Error,
+                Stage::Run,
+                "the runner was OOMKilled: the container's memory limit is below what the task needs (raise resources.limits.memory in the Job template, or lower MAX_MEMORY)".into(),
+                false,
+            ));
+        }
+        if let Ok(result) = serde_json::from_str::<TaskResult>(message.trim()) {
+            return finished(from_result(result, code));
+        }
+        return Verdict::NeedLog {
+            exit_code: Some(code),
+        };
+    }
+    match end {
+        JobEnd::Failed { reason, message } if reason == "DeadlineExceeded" => {
+            let stage = if fetcher.and_then(terminated).is_some() { Stage::Run } else { Stage::Fetch };
+            finished(AttemptOutcome::failed(
+                ReportStatus::Timeout,
+                stage,
+                format!("the Job's activeDeadlineSeconds passed: {message}"),
+                false,
+            ))
+        }
+        JobEnd::Failed { reason, message } => finished(AttemptOutcome::failed(
+            ReportStatus::Error,
+            if fetcher.and_then(terminated).is_some() { Stage::Run } else { Stage::Fetch },
+            format!("the Job failed{}: {message}", paren(reason)),
+            true,
+        )),
+        JobEnd::Complete => finished(AttemptOutcome::failed(
+            ReportStatus::Error,
+            Stage::Run,
+            "the Job completed but its pod left no result (no runner status, termination message or log line)".into(),
+            true,
+        )),
+    }
+}
+
+/// The log fallback: the last line of the runner's log that is a result object.
+pub fn verdict_from_log(log: &str, exit_code: Option<i32>) -> AttemptOutcome {
+    match log
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<TaskResult>(l.trim()).ok())
+    {
+        Some(result) => from_result(result, exit_code.unwrap_or(0)),
+        None => AttemptOutcome::failed(
+            ReportStatus::Error,
+            Stage::Run,
+            format!(
+                "the runner ended{} without a result in its termination message or its log",
+                exit_code
+                    .map(|c| format!(" with exit code {c}"))
+                    .unwrap_or_default()
+            ),
+            true,
+        ),
+    }
+}
+
+fn from_result(result: TaskResult, exit_code: i32) -> AttemptOutcome {
+    let status = ReportStatus::from(result.status);
+    AttemptOutcome {
+        status,
+        stage: (status != ReportStatus::Ok).then_some(Stage::Run),
+        error: result.error.clone(),
+        retryable: exit_code == i32::from(ExitStatus::RUNNER_FAILED),
+        result: Some(result),
+    }
+}
+
+fn finished(outcome: AttemptOutcome) -> Verdict {
+    Verdict::Done(Box::new(outcome))
+}
+
+fn paren(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(
+            json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}),
+        )
+        .unwrap()
+    }
+
+    fn pod(init: serde_json::Value, main: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "status": {"initContainerStatuses": init, "containerStatuses": main}
+        }))
+        .unwrap()
+    }
+
+    fn status(name: &str, state: serde_json::Value) -> serde_json::Value {
+        json!({"name": name, "image": format!("reg/{name}:1"), "imageID": "", "ready": false, "restartCount": 0, "state": state})
+    }
+
+    fn terminated(code: i32, reason: &str, message: &str) -> serde_json::Value {
+        json!({"terminated": {"exitCode": code, "reason": reason, "message": message}})
+    }
+
+    fn done(v: Verdict) -> AttemptOutcome {
+        match v {
+            Verdict::Done(o) => *o,
+            other => panic!("not done: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_jobs_are_finished_too() {
+        assert_eq!(
+            job_finished(&job(json!([{"type": "Complete", "status": "True"}]))),
+            Some(JobEnd::Complete)
+        );
+        let failed = job(
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "m"}]),
+        );
+        assert!(
+            matches!(job_finished(&failed), Some(JobEnd::Failed { reason, .. }) if reason == "BackoffLimitExceeded")
+        );
+        assert_eq!(
+            job_finished(&job(json!([{"type": "Complete", "status": "False"}]))),
+            None
+        );
+        assert_eq!(job_finished(&job(json!([]))), None);
+    }
+
+    #[test]
+    fn the_result_comes_from_the_termination_message() {
+        let mut r = runner::TaskResult::new(Some("t".into()), runner::Status::Trap);
+        r.error = Some("wasm trap: unreachable".into());
+        let p = pod(
+            json!([status("fetcher", terminated(0, "Completed", ""))]),
+            json!([status("runner", terminated(2, "Error", &r.to_line()))]),
+        );
+        let failed = JobEnd::Failed {
+            reason: "PodFailurePolicy".into(),
+            message: String::new(),
+        };
+        let o = done(verdict(&failed, Some(&p)));
+        assert_eq!(
+            (o.status, o.stage, o.retryable),
+            (ReportStatus::Trap, Some(Stage::Run), false)
+        );
+        assert_eq!(o.result, Some(r));
+    }
+
+    #[test]
+    fn a_missing_message_asks_for_the_log_and_the_log_decides() {
+        let p = pod(
+            json!([]),
+            json!([status("runner", terminated(0, "Completed", "not json"))]),
+        );
+        assert_eq!(
+            verdict(&JobEnd::Complete, Some(&p)),
+            Verdict::NeedLog { exit_code: Some(0) }
+        );
+        let r = runner::TaskResult::new(None, runner::Status::Ok);
+        let o = verdict_from_log(&format!("log\n{}\n", r.to_line()), Some(0));
+        assert_eq!(o.status, ReportStatus::Ok);
+        let o = verdict_from_log("nothing useful", Some(0));
+        assert_eq!((o.status, o.retryable), (ReportStatus::Error, true));
+        assert!(o.error.unwrap().contains("without a result"));
+    }
+
+    #[test]
+    fn each_failure_is_named() {
+        let fetch = pod(
+            json!([status(
+                "fetcher",
+                terminated(1, "Error", "QmX: could not be fetched")
+            )]),
+            json!([]),
+        );
+        let o = done(verdict(
+            &JobEnd::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: String::new(),
+            },
+            Some(&fetch),
+        ));
+        assert_eq!(
+            (o.status, o.stage),
+            (ReportStatus::FetchFailed, Some(Stage::Fetch))
+        );
+        assert!(o.error.unwrap().contains("QmX: could not be fetched"));
+
+        let oom = pod(
+            json!([]),
+            json!([status("runner", terminated(137, "OOMKilled", ""))]),
+        );
+        let o = done(verdict(
+            &JobEnd::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: String::new(),
+            },
+            Some(&oom),
+        ));
+        assert!(o.error.unwrap().contains("OOMKilled"));
+
+        let running_fetch = pod(
+            json!([status("fetcher", json!({"running": {}}))]),
+            json!([]),
+        );
+        let o = done(verdict(
+            &JobEnd::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "too slow".into(),
+            },
+            Some(&running_fetch),
+        ));
+        assert_eq!(
+            (o.status, o.stage),
+            (ReportStatus::Timeout, Some(Stage::Fetch))
+        );
+
+        let o = done(verdict(&JobEnd::Complete, None));
+        assert_eq!(
+            o.status,
+            ReportStatus::Error,
+            "a pod without a result is never a success"
+        );
+    }
+
+    #[test]
+    fn image_pull_errors_fail_fast_naming_the_image() {
+        let p = pod(
+            json!([status(
+                "fetcher",
+                json!({"waiting": {"reason": "ImagePullBackOff", "message": "not found"}})
+            )]),
+            json!([]),
+        );
+        let o = fail_fast(&p).unwrap();
+        assert_eq!((o.stage, o.retryable), (Some(Stage::Fetch), false));
+        assert!(o.error.unwrap().contains("reg/fetcher:1"));
+        let fine = pod(
+            json!([status(
+                "fetcher",
+                json!({"waiting": {"reason": "PodInitializing"}})
+            )]),
+            json!([]),
+        );
+        assert_eq!(fail_fast(&fine), None);
+    }
+}
