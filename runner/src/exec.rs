@@ -176,6 +176,14 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
         .exports()
         .filter_map(|e| e.ty().func().map(|f| Signature::new(e.name(), f)))
         .collect();
+    if let Some(init) = exports.iter().find(|s| s.name == INITIALIZE) {
+        if !init.params.is_empty() || !init.results.is_empty() {
+            return Err(Box::new(Outcome::failed(
+                Status::InvalidModule,
+                format!("`{init}` must take and return nothing (the WASI reactor ABI)"),
+            )));
+        }
+    }
     let plan = entry::plan(&exec.request, &exports)
         .map_err(|e| Box::new(Outcome::failed(Status::InvalidInput, e.to_string())))?;
     let params = if plan.is_command() {
@@ -238,11 +246,8 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
     let calls = (|| -> Result<Vec<Val>, wasmi::Error> {
         let instance = linker.instantiate_and_start(&mut store, &module)?;
         if plan.initialize {
-            let init = instance
-                .get_typed_func::<(), ()>(&store, INITIALIZE)
-                .map_err(|e| {
-                    wasmi::Error::new(format!("`{INITIALIZE}` has a wrong signature: {e}"))
-                })?;
+            // Its signature was checked in `prepare`.
+            let init = instance.get_typed_func::<(), ()>(&store, INITIALIZE)?;
             init.call(&mut store, ())?;
         }
         let func = instance

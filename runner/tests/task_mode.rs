@@ -472,6 +472,19 @@ fn initialize_runs_before_the_entry() {
     assert_eq!(run.line["result"], json!([42]), "{run:?}");
 }
 
+#[test]
+fn an_initialize_with_a_signature_is_an_invalid_module() {
+    let sb = Sandbox::new();
+    let run = sb.call(
+        r#"(module (func (export "_initialize") (param i32)) (func (export "f")))"#,
+        "f",
+        "[]",
+        &[],
+    );
+    assert_eq!((run.code, run.status()), (2, "invalid_module"), "{run:?}");
+    assert!(run.error().contains("_initialize(i32)"), "{}", run.error());
+}
+
 fn entropy_module() -> String {
     wasi_module(
         r#"
