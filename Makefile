@@ -14,7 +14,7 @@ build:
 	$(CARGO) build --workspace --release
 
 ## test: formatting, clippy, every unit/integration/end-to-end test, and the samples' rebuild check
-test: lint unit wasm-check
+test: lint unit wasm-check manifests-check
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -66,3 +66,31 @@ bench-coordinator:
 
 clean:
 	$(CARGO) clean
+
+# Deployment: images, manifests, a kind cluster. Only manifests-check runs here without Docker
+# or a cluster; it is part of `make test`.
+.PHONY: manifests-check images kind-demo kind-down logs
+
+VALIDATE_VENV ?= target/validate-venv
+
+## manifests-check: k8s/*.yaml against the Kubernetes 1.33 JSON schemas (strict, offline), the compose file, the Dockerfiles, and policy (no Secrets, least-privilege RBAC)
+manifests-check:
+	@VALIDATE_VENV=$(VALIDATE_VENV) scripts/ensure-validate.sh
+	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py
+
+## images: docker build executor-demo/{executor,fetcher,coordinator}:demo (needs a running Docker engine)
+images:
+	@scripts/build-images.sh
+
+## kind-demo: a kind cluster with IPFS, the samples, the Job template and the coordinator (whose Kubernetes backend is not implemented yet)
+kind-demo:
+	@scripts/kind-demo.sh
+
+## kind-down: delete the kind cluster made by kind-demo
+kind-down:
+	@command -v kind >/dev/null 2>&1 || { echo "error: make kind-down needs kind, which is not installed" >&2; exit 1; }
+	kind delete cluster --name wasm-exec
+
+## logs: follow the coordinator's log and its task pods' (label app.kubernetes.io/managed-by=wasm-exec-coordinator)
+logs:
+	@scripts/logs.sh
