@@ -141,7 +141,7 @@ fn coordinator_run(b: &Bins, mirror: &Path, tasks: &Path, concurrency: usize) ->
         .unwrap();
     let mut cmd = Command::new(&b.coordinator);
     clean(&mut cmd)
-        .args(["--once", "--backend", "local"])
+        .args(["--once", "--backend", "local", "--listen", "off"])
         .arg("--tasks")
         .arg(tasks)
         .arg("--ipfs-mirror")

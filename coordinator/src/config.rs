@@ -64,6 +64,8 @@ pub struct Config {
     pub runner_path: Option<PathBuf>,
     pub fetcher_path: Option<PathBuf>,
     pub work_dir: Option<PathBuf>,
+    /// `ADDR:PORT` of the HTTP listener; `off` (or empty) for none.
+    pub listen: String,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             runner_path: None,
             fetcher_path: None,
             work_dir: None,
+            listen: "127.0.0.1:8080".into(),
         }
     }
 }
@@ -325,6 +328,12 @@ impl Loaded {
                 "must be a gateway URL such as http://127.0.0.1:18480/ipfs, or empty to use ipfs_mirror",
             ));
         }
+        let listen = c.listen.trim();
+        if !(listen.is_empty() || listen == "off")
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(self.invalid("listen", listen, "must be ADDR:PORT such as 127.0.0.1:8080 or 0.0.0.0:8080 (port 0 picks a free one), or off"));
+        }
         let backend = match c.backend {
             BackendKind::Auto if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
                 BackendKind::Kubernetes
@@ -466,6 +475,10 @@ pub struct Overrides {
     #[arg(long = "work-dir", value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<PathBuf>,
+    /// Address of /healthz, /readyz, /metrics and the task API (default 127.0.0.1:8080); off = none.
+    #[arg(long, value_name = "ADDR:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 #[cfg(test)]
@@ -615,6 +628,11 @@ mod tests {
                 &["runner_path", "/nonexistent/runner"],
             ),
             ("COORDINATOR_ONCE", "maybe", &["once", "maybe"]),
+            (
+                "COORDINATOR_LISTEN",
+                "8080",
+                &["listen", "8080", "COORDINATOR_LISTEN"],
+            ),
         ];
         for (var, value, needles) in cases {
             let msg = error_for(&[(var, value)]);

@@ -213,6 +213,7 @@ fn from_result(result: TaskResult, exit_code: i32) -> AttemptOutcome {
         error: result.error.clone(),
         retryable: exit_code == i32::from(ExitStatus::RUNNER_FAILED),
         result: Some(result),
+        stages: Vec::new(),
     }
 }
 

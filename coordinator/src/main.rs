@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::Parser;
 use coordinator::backend::{Backend, LocalBackend};
 use coordinator::config::{self, BackendKind, Overrides};
-use coordinator::service::{serve, ServiceSettings};
+use coordinator::http::{self, Readiness};
+use coordinator::service::{serve, Observers, ServiceSettings};
 use coordinator::sink::{FileSink, ResultSink, StdoutSink};
-use coordinator::source::{JsonLinesSource, PlaceholderSource, TaskSource};
+use coordinator::source::{api_channel, JsonLinesSource, Merged, PlaceholderSource, TaskSource};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -86,20 +87,24 @@ fn main() -> ExitCode {
 
 async fn run(loaded: config::Loaded) -> ExitCode {
     let c = &loaded.config;
+    let backend_files;
     let backend: Arc<dyn Backend> = match loaded.backend {
         BackendKind::Kubernetes => {
             error!("configuration: backend = kubernetes (from {}): the Kubernetes backend is not implemented yet; set backend = local (COORDINATOR_BACKEND=local)", loaded.source_of("backend"));
             return ExitCode::from(EXIT_CONFIG);
         }
         _ => match local_backend(&loaded) {
-            Ok(b) => Arc::new(b),
+            Ok(b) => {
+                backend_files = vec![b.fetcher.clone(), b.runner.clone()];
+                Arc::new(b)
+            }
             Err(e) => {
                 error!("{e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
     };
-    let source: Box<dyn TaskSource> = match &c.tasks {
+    let primary: Box<dyn TaskSource> = match &c.tasks {
         Some(path) => match JsonLinesSource::open(path).await {
             Ok(s) => Box::new(s),
             Err(e) => {
@@ -128,6 +133,40 @@ async fn run(loaded: config::Loaded) -> ExitCode {
         }
     }
 
+    let observers = Arc::new(Observers::default());
+    let source_open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (intake, api) = api_channel();
+    let source: Box<dyn TaskSource> =
+        Box::new(Merged::new(primary, api, c.once, source_open.clone()));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listen = c.listen.trim();
+    let http_task = if listen.is_empty() || listen == "off" {
+        drop(intake);
+        None
+    } else {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(
+                    "configuration: listen = {listen} (from {}): cannot listen there: {e}",
+                    loaded.source_of("listen")
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => info!("http listener on {addr}: /healthz /readyz /metrics /tasks"),
+            Err(e) => info!("http listener on {listen} ({e})"),
+        }
+        let ready = Arc::new(Readiness {
+            source_open,
+            backend_files,
+        });
+        let app = http::router(observers.clone(), intake, ready);
+        Some(tokio::spawn(http::serve(listener, app, async {
+            let _ = http_stop_rx.await;
+        })))
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -148,8 +187,15 @@ async fn run(loaded: config::Loaded) -> ExitCode {
         backend = "local",
         "coordinator started"
     );
-    let summary = serve(settings, source, sinks, backend, stop_rx).await;
+    let summary = serve(settings, source, sinks, backend, stop_rx, observers).await;
     info!("summary: {}", summary.line());
+    // The listener answered queries until every result was published; now it stops.
+    let _ = http_stop_tx.send(());
+    if let Some(task) = http_task {
+        if let Ok(Err(e)) = task.await {
+            error!("http listener: {e}");
+        }
+    }
     if summary.infrastructure_failures > 0 {
         ExitCode::from(EXIT_INFRA)
     } else {

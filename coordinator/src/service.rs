@@ -17,8 +17,10 @@ use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::backend::Backend;
+use crate::metrics::Metrics;
 use crate::sink::ResultSink;
 use crate::source::TaskSource;
+use crate::store::TaskStore;
 use crate::task::{ReportStatus, Task, TaskReport};
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,13 @@ pub struct ServiceSettings {
     pub grace_period: Duration,
     /// Exit when the source is drained, instead of waiting for a signal.
     pub once: bool,
+}
+
+/// What the HTTP listener reads: metrics and the task store, fed by the service.
+#[derive(Debug, Default)]
+pub struct Observers {
+    pub metrics: Metrics,
+    pub store: TaskStore,
 }
 
 /// Counts of published reports by status.
@@ -90,11 +99,15 @@ pub async fn serve(
     mut sinks: Vec<Box<dyn ResultSink>>,
     backend: Arc<dyn Backend>,
     mut shutdown: watch::Receiver<bool>,
+    observers: Arc<Observers>,
 ) -> Summary {
     let (tx, mut rx) = mpsc::unbounded_channel::<TaskReport>();
+    let published = observers.clone();
     let publisher = tokio::spawn(async move {
         let mut summary = Summary::default();
         while let Some(report) = rx.recv().await {
+            published.metrics.published(report.status);
+            published.store.done(&report);
             for sink in sinks.iter_mut() {
                 if let Err(e) = sink.publish(&report) {
                     error!(task_id = %report.task_id, "{e}");
@@ -141,6 +154,7 @@ pub async fn serve(
             settings.clone(),
             tx.clone(),
             attempts.clone(),
+            observers.clone(),
         );
         let handle = running.spawn(
             async move {
@@ -218,16 +232,27 @@ async fn run_task(
     settings: ServiceSettings,
     tx: mpsc::UnboundedSender<TaskReport>,
     started: Arc<AtomicU32>,
+    observers: Arc<Observers>,
 ) {
+    let _flight = observers.metrics.in_flight();
+    observers.store.running(&task);
+    let began = std::time::Instant::now();
     let mut attempts = 0u32;
     let outcome = loop {
         attempts += 1;
         started.store(attempts, Ordering::SeqCst);
         info!(attempt = attempts, wasm_cid = %task.wasm_cid, "starting");
         let outcome = backend.run(&task).await;
+        for (stage, took) in &outcome.stages {
+            observers.metrics.stage(*stage, *took);
+        }
+        if outcome.retryable {
+            observers.metrics.backend_error(outcome.status);
+        }
         if !(outcome.retryable && attempts <= settings.retries) {
             break outcome;
         }
+        observers.metrics.retried();
         let wait = settings
             .retry_backoff
             .saturating_mul(1 << (attempts - 1).min(16));
@@ -245,6 +270,7 @@ async fn run_task(
     report.attempts = attempts;
     report.result = outcome.result;
     report.error = outcome.error;
+    observers.metrics.task_took(began.elapsed());
     // The last statement: no await point after the report is handed over.
     let _ = tx.send(report);
 }
@@ -300,6 +326,7 @@ mod tests {
                         result: None,
                         error: None,
                         retryable: false,
+                        stages: Vec::new(),
                     }
                 }
             })
@@ -355,6 +382,7 @@ mod tests {
             vec![Box::new(Collect(got.clone()))],
             Arc::new(backend),
             stop_rx,
+            Arc::new(Observers::default()),
         )
         .await;
         let reports = got.lock().unwrap().clone();

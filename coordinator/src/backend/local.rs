@@ -61,7 +61,8 @@ impl LocalBackend {
         }
     }
 
-    async fn attempt(&self, task: &Task) -> AttemptOutcome {
+    /// One attempt; the time each stage took goes into `stages`, also when it fails.
+    async fn attempt(&self, task: &Task, stages: &mut Vec<(Stage, Duration)>) -> AttemptOutcome {
         let deadline = Instant::now() + self.task_timeout + KILL_SLACK;
         let mut builder = tempfile::Builder::new();
         builder.prefix("wasm-exec-task-");
@@ -92,7 +93,10 @@ impl LocalBackend {
         if let Some(c) = &task.input_cid {
             fetch.env("INPUT_CID", c);
         }
-        let fetched = match run(fetch, deadline).await {
+        let started = Instant::now();
+        let fetched = run(fetch, deadline).await;
+        stages.push((Stage::Fetch, started.elapsed()));
+        let fetched = match fetched {
             Ok(o) => o,
             Err(e) => return AttemptOutcome::failed(ReportStatus::Error, Stage::Fetch, e, true),
         };
@@ -143,7 +147,10 @@ impl LocalBackend {
         if let Some(e) = &task.entry {
             run_cmd.env("ENTRY", e);
         }
-        let ran = match run(run_cmd, deadline).await {
+        let started = Instant::now();
+        let ran = run(run_cmd, deadline).await;
+        stages.push((Stage::Run, started.elapsed()));
+        let ran = match ran {
             Ok(o) => o,
             Err(e) => return AttemptOutcome::failed(ReportStatus::Error, Stage::Run, e, true),
         };
@@ -182,6 +189,7 @@ impl LocalBackend {
             // Exit 1: the runner could not do its job; everything else is the task's answer.
             retryable: code == Some(i32::from(ExitStatus::RUNNER_FAILED)),
             result: Some(result),
+            stages: Vec::new(),
         }
     }
 
@@ -198,7 +206,12 @@ impl Backend for LocalBackend {
         &'a self,
         task: &'a Task,
     ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>> {
-        Box::pin(self.attempt(task))
+        Box::pin(async move {
+            let mut stages = Vec::new();
+            let mut outcome = self.attempt(task, &mut stages).await;
+            outcome.stages = stages;
+            outcome
+        })
     }
 }
 

@@ -6,6 +6,7 @@ mod local;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 pub use local::LocalBackend;
 use runner::TaskResult;
@@ -22,6 +23,8 @@ pub struct AttemptOutcome {
     /// True for infrastructure failures, which a retry may cure; never for a task's own
     /// deterministic failure.
     pub retryable: bool,
+    /// How long each stage that ran took.
+    pub stages: Vec<(Stage, Duration)>,
 }
 
 impl AttemptOutcome {
@@ -32,6 +35,7 @@ impl AttemptOutcome {
             result: None,
             error: Some(error),
             retryable,
+            stages: Vec::new(),
         }
     }
 }

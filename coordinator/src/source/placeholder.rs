@@ -80,8 +80,8 @@ impl PlaceholderSource {
 
 impl TaskSource for PlaceholderSource {
     fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
-        let next = self.tasks.pop_front();
-        Box::pin(async move { next })
+        // Taken inside the future, so a future dropped unpolled (by `select!`) loses nothing.
+        Box::pin(async move { self.tasks.pop_front() })
     }
 }
 

@@ -280,6 +280,8 @@ impl Coord {
             .tempdir()
             .unwrap();
         cmd.current_dir(cwd.path());
+        // No HTTP listener: tests run side by side and would all want 127.0.0.1:8080.
+        cmd.env("COORDINATOR_LISTEN", "off");
         Self {
             cmd,
             stdin: None,

@@ -1,0 +1,166 @@
+//! The HTTP listener: `/healthz`, `/readyz`, `/metrics`, and the task API (`POST /tasks`,
+//! `GET /tasks/{id}`, `GET /tasks?status=…&limit=…`).
+//!
+//! The task API is a task source beside the configured one: a submitted task is validated
+//! (400 with the reason), capped in size (413), idempotent on `task_id` (a known id
+//! answers 200 with its current state and queues nothing), and queued (202).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::service::Observers;
+use crate::source::ApiIntake;
+use crate::store::Submitted;
+use crate::task::Task;
+
+/// Largest `POST /tasks` body: a task is four short strings.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest `limit` of `GET /tasks`.
+pub const MAX_LIST: usize = 1000;
+
+/// What `/readyz` checks.
+#[derive(Debug)]
+pub struct Readiness {
+    /// False once the task source is drained (no task can come any more).
+    pub source_open: Arc<AtomicBool>,
+    /// Files the backend needs (the local backend's binaries).
+    pub backend_files: Vec<PathBuf>,
+}
+
+#[derive(Clone)]
+struct App {
+    observers: Arc<Observers>,
+    intake: ApiIntake,
+    ready: Arc<Readiness>,
+}
+
+pub fn router(observers: Arc<Observers>, intake: ApiIntake, ready: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/tasks", get(list_tasks).post(submit))
+        .route("/tasks/{id}", get(get_task))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(App {
+            observers,
+            intake,
+            ready,
+        })
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let mut problems = Vec::new();
+    if !app.ready.source_open.load(Ordering::SeqCst) {
+        problems.push("the task source is drained".to_string());
+    }
+    for f in &app.ready.backend_files {
+        if !f.is_file() {
+            problems.push(format!(
+                "the backend needs {}, which is missing",
+                f.display()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.observers.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn submit(State(app): State<App>, body: Bytes) -> Response {
+    let task: Task = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {e}"),
+            )
+        }
+    };
+    let task = match task.validated() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let view = match app.observers.store.submit(task.clone()) {
+        Submitted::Known(view) => return (StatusCode::OK, Json(view)).into_response(),
+        Submitted::New(view) => view,
+    };
+    match app.intake.try_send(task) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Err(e) => {
+            app.observers.store.withdraw(&view.task_id);
+            let why = match e {
+                TrySendError::Full(_) => "the task queue is full; try again later",
+                TrySendError::Closed(_) => {
+                    "the coordinator is not taking tasks any more (it is finishing or stopping)"
+                }
+            };
+            error(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
+}
+
+async fn get_task(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.observers.store.get(&id) {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no task {id:?} is known to this coordinator"),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_tasks(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    Json(app.observers.store.list(q.status.as_deref(), limit)).into_response()
+}

@@ -1,0 +1,181 @@
+//! The coordinator's metrics, in the Prometheus text format (OpenMetrics), served at
+//! `/metrics`. One [`Metrics`] per process, shared by the service and the HTTP listener.
+//!
+//! Names: `wasm_exec_tasks` (by final status), `wasm_exec_task_duration_seconds` and
+//! `wasm_exec_stage_duration_seconds` (by stage: fetch, run), `wasm_exec_tasks_in_flight`,
+//! `wasm_exec_retries`, `wasm_exec_backend_errors` (by kind), `wasm_exec_build` (info).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::task::{ReportStatus, Stage};
+
+type Labels = Vec<(String, String)>;
+
+fn duration_histogram() -> Histogram {
+    // 5 ms to about 80 s: from a trivial local task to a long one.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<Labels, Counter>,
+    task_duration: Histogram,
+    stage_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    retries: Counter,
+    backend_errors: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wasm_exec");
+        let tasks = Family::<Labels, Counter>::default();
+        let task_duration = duration_histogram();
+        let stage_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let in_flight = Gauge::default();
+        let retries = Counter::default();
+        let backend_errors = Family::<Labels, Counter>::default();
+        registry.register("tasks", "Tasks published, by final status", tasks.clone());
+        registry.register(
+            "task_duration_seconds",
+            "Wall-clock time of a task, retries included",
+            task_duration.clone(),
+        );
+        registry.register(
+            "stage_duration_seconds",
+            "Time of each stage of an attempt (fetch, run)",
+            stage_duration.clone(),
+        );
+        registry.register("tasks_in_flight", "Tasks running now", in_flight.clone());
+        registry.register(
+            "retries",
+            "Attempts retried after an infrastructure failure",
+            retries.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Infrastructure failures of attempts, by kind",
+            backend_errors.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
+        );
+        Self {
+            registry,
+            tasks,
+            task_duration,
+            stage_duration,
+            in_flight,
+            retries,
+            backend_errors,
+        }
+    }
+
+    /// Counts a task in flight until the returned guard is dropped (also when the task is
+    /// cancelled at shutdown).
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn task_took(&self, took: Duration) {
+        self.task_duration.observe(took.as_secs_f64());
+    }
+
+    /// Every published report, by its final status.
+    pub fn published(&self, status: ReportStatus) {
+        self.tasks
+            .get_or_create(&vec![("status".into(), status.as_str().into())])
+            .inc();
+    }
+
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        let name = match stage {
+            Stage::Fetch => "fetch",
+            Stage::Run => "run",
+        };
+        self.stage_duration
+            .get_or_create(&vec![("stage".into(), name.into())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    pub fn backend_error(&self, kind: ReportStatus) {
+        self.backend_errors
+            .get_or_create(&vec![("kind".into(), kind.as_str().into())])
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// See [`Metrics::in_flight`].
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        let flight = m.in_flight();
+        assert!(m.render().contains("wasm_exec_tasks_in_flight 1"));
+        m.stage(Stage::Fetch, Duration::from_millis(3));
+        m.retried();
+        m.backend_error(ReportStatus::FetchFailed);
+        m.task_took(Duration::from_millis(20));
+        m.published(ReportStatus::Ok);
+        drop(flight);
+        let text = m.render();
+        for needle in [
+            "wasm_exec_tasks_total{status=\"ok\"} 1",
+            "wasm_exec_task_duration_seconds_count 1",
+            "wasm_exec_stage_duration_seconds_count{stage=\"fetch\"} 1",
+            "wasm_exec_tasks_in_flight 0",
+            "wasm_exec_retries_total 1",
+            "wasm_exec_backend_errors_total{kind=\"fetch_failed\"} 1",
+            "wasm_exec_build_info{version=",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+}
