@@ -90,7 +90,11 @@ async fn run(loaded: config::Loaded) -> ExitCode {
     let backend_files;
     let backend: Arc<dyn Backend> = match loaded.backend {
         BackendKind::Kubernetes => {
-            error!("configuration: backend = kubernetes (from {}): the Kubernetes backend is not implemented yet; set backend = local (COORDINATOR_BACKEND=local)", loaded.source_of("backend"));
+            let why = match c.backend {
+                config::BackendKind::Auto => "auto: running inside a cluster".to_string(),
+                _ => loaded.source_of("backend"),
+            };
+            error!("configuration: backend = kubernetes ({why}): the Kubernetes backend is not implemented yet; set backend = local (COORDINATOR_BACKEND=local)");
             return ExitCode::from(EXIT_CONFIG);
         }
         _ => match local_backend(&loaded) {
