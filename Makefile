@@ -59,10 +59,11 @@ bench-fetcher:
 	$(CARGO) build --release -p fetcher
 	$(CARGO) bench -p fetcher --bench fetcher_vs_plain
 
-## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2
+## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2, then POST /tasks at 100/s for 60 s
 bench-coordinator:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p coordinator --bench coordinator_local
+	$(CARGO) bench -p coordinator --bench coordinator_api
 
 clean:
 	$(CARGO) clean
