@@ -40,7 +40,7 @@ wasm-check: tools
 demo: build
 	@mkdir -p $(DEMO_OUT)
 	COORDINATOR_BACKEND=local target/release/coordinator --once --scenario $(SCENARIO) \
-	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl
+	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl --listen off
 	@echo "results (one JSON object per task) appended to $(DEMO_OUT)/results.jsonl"
 
 ## cids: the CIDs of the sample files, as the placeholder tasks use them
