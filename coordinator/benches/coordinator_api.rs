@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{clean, release_dir, repo_root};
+
 /// Submissions per second.
 const RATE: u64 = 100;
 const DEFAULT_SECONDS: u64 = 60;
@@ -40,60 +43,6 @@ const MAX_LIST: usize = 1000;
 const CONCURRENCY: usize = 2;
 const ADD_WASM_CID: &str = "QmYyMt9rdrgr376CxpAoAGiT6xUo3bafoq4rzBxpQ2aScu";
 const ADD_INPUT_CID: &str = "QmR7FbyEjeVvsctqBYCX16Snhogs6MYF3fssLF1tTw9dDN";
-
-/// Variables that would change what the binaries do; removed for the run.
-const FOREIGN_ENV: &[&str] = &[
-    "IPFS_GATEWAY",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "KUBERNETES_SERVICE_HOST",
-    "WASM_CID",
-    "INPUT_CID",
-    "FETCH_DIR",
-    "WASM_PATH",
-    "INPUT_PATH",
-    "OUTPUT_PATH",
-    "ARGS_JSON",
-    "ENTRY",
-    "TIMEOUT_SEC",
-    "FUEL",
-    "TASK_ID",
-    "TERMINATION_LOG",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-];
-
-fn clean(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("COORDINATOR_") {
-            cmd.env_remove(&k);
-        }
-    }
-    for k in FOREIGN_ENV {
-        cmd.env_remove(k);
-    }
-    cmd
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the coordinator crate sits in the workspace")
-        .to_path_buf()
-}
-
-/// `target/release`: this bench runs from `target/release/deps/`.
-fn release_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| repo_root().join("target/release"))
-}
 
 fn coordinator_bin() -> PathBuf {
     let coordinator = std::env::var_os("COORDINATOR_BIN")

@@ -15,63 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{clean, release_dir, repo_root};
+
 const TASKS: usize = 200;
 const RUNS: usize = 3;
 const ADD_INPUT: &str = r#"{"entry":"add","args":[2,3]}"#;
-
-/// Variables that would change what the binaries do; removed for every run.
-const FOREIGN_ENV: &[&str] = &[
-    "IPFS_GATEWAY",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "KUBERNETES_SERVICE_HOST",
-    "WASM_CID",
-    "INPUT_CID",
-    "FETCH_DIR",
-    "WASM_PATH",
-    "INPUT_PATH",
-    "OUTPUT_PATH",
-    "ARGS_JSON",
-    "ENTRY",
-    "TIMEOUT_SEC",
-    "FUEL",
-    "TASK_ID",
-    "TERMINATION_LOG",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-];
-
-fn clean(cmd: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("COORDINATOR_") {
-            cmd.env_remove(&k);
-        }
-    }
-    for k in FOREIGN_ENV {
-        cmd.env_remove(k);
-    }
-    cmd
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the coordinator crate sits in the workspace")
-        .to_path_buf()
-}
-
-/// `target/release`: this bench runs from `target/release/deps/`.
-fn release_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| repo_root().join("target/release"))
-}
 
 struct Bins {
     coordinator: PathBuf,
