@@ -110,7 +110,7 @@ async fn try_sources(
     };
     let mut attempts = Vec::new();
     for source in &opts.sources {
-        out.reset()?;
+        // Each path below starts from an empty output itself (mirror copy, gateway attempt).
         let base = match source {
             Source::Mirror(dir) => match fetch_from_mirror(dir, cid, out, opts.max_size) {
                 Ok(()) => return Ok(()),

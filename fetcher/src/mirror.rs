@@ -38,7 +38,6 @@ pub fn fetch_from_mirror(dir: &Path, cid: &Cid, out: &mut Output, max_size: u64)
             continue;
         }
         if cid_matches(&path, cid)? {
-            out.reset()?;
             return copy_verified(&path, cid, out, max_size);
         }
     }
@@ -59,6 +58,7 @@ fn cid_matches(path: &Path, cid: &Cid) -> Result<bool> {
     Ok(check.finish() == *cid)
 }
 
+/// Starts `out` afresh, copies the file into it, and checks the CID of what was copied.
 fn copy_verified(path: &Path, cid: &Cid, out: &mut Output, max_size: u64) -> Result<()> {
     let mut check = FileCheck::for_cid(cid).ok_or_else(|| FetchError::Unsupported {
         cid: cid.to_string(),
