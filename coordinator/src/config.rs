@@ -226,6 +226,24 @@ pub fn load(config_flag: Option<&Path>, flags: &Overrides) -> Result<Loaded, Con
     Ok(loaded)
 }
 
+fn env_origin(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{} environment variable",
+        key.to_ascii_uppercase()
+    )
+}
+
+fn flag_origin(key: &str) -> String {
+    format!("flag --{}", key.replace('_', "-"))
+}
+
+fn file_origin(file: Option<&Path>) -> String {
+    format!(
+        "config file {}",
+        file.map(|f| f.display().to_string()).unwrap_or_default()
+    )
+}
+
 /// A value that does not deserialize (`concurrency = "many"`), named with its origin.
 fn type_error(e: figment::Error, flag_keys: &[String], file: Option<&Path>) -> ConfigError {
     let key = e
@@ -234,15 +252,9 @@ fn type_error(e: figment::Error, flag_keys: &[String], file: Option<&Path>) -> C
         .map(|k| k.to_ascii_lowercase())
         .unwrap_or_default();
     let origin = match &e.metadata {
-        Some(md) if md.name.contains("environment") => format!(
-            "{ENV_PREFIX}{} environment variable",
-            key.to_ascii_uppercase()
-        ),
-        Some(md) if md.name.contains("TOML") => format!(
-            "config file {}",
-            file.map(|f| f.display().to_string()).unwrap_or_default()
-        ),
-        _ if flag_keys.contains(&key) => format!("flag --{}", key.replace('_', "-")),
+        Some(md) if md.name.contains("environment") => env_origin(&key),
+        Some(md) if md.name.contains("TOML") => file_origin(file),
+        _ if flag_keys.contains(&key) => flag_origin(&key),
         Some(md) => md.name.to_string(),
         None => "configuration".into(),
     };
@@ -256,20 +268,12 @@ fn type_error(e: figment::Error, flag_keys: &[String], file: Option<&Path>) -> C
 impl Loaded {
     /// Where `key`'s effective value came from.
     pub fn source_of(&self, key: &str) -> String {
-        let env = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
         if self.figment_has_flag(key) {
-            format!("flag --{}", key.replace('_', "-"))
-        } else if std::env::var_os(&env).is_some() {
-            format!("{env} environment variable")
+            flag_origin(key)
+        } else if std::env::var_os(format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())).is_some() {
+            env_origin(key)
         } else if self.file_has(key) {
-            format!(
-                "config file {}",
-                self.file
-                    .as_deref()
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            )
+            file_origin(self.file.as_deref())
         } else {
             "default".into()
         }

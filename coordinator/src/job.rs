@@ -112,7 +112,7 @@ pub fn job_name(task_id: &str) -> String {
     if trimmed == task_id && candidate.len() <= MAX_NAME_LEN {
         return candidate;
     }
-    let hash = &hex(&Sha256::digest(task_id.as_bytes()))[..10];
+    let hash = &fetcher::cid::hex(&Sha256::digest(task_id.as_bytes()))[..10];
     let room = MAX_NAME_LEN - PREFIX.len() - 1 - hash.len();
     let head: String = trimmed.chars().take(room).collect();
     let head = head.trim_end_matches('-');
@@ -221,14 +221,6 @@ fn set_env(c: &mut Container, vars: &[(&str, Option<String>)]) {
             });
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -84,6 +84,14 @@ impl Summary {
     }
 }
 
+/// The id of a joined task, whether it finished or was cancelled.
+fn joined_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((id, ())) => *id,
+        Err(e) => e.id(),
+    }
+}
+
 /// Resolves once `shutdown` is true; never if its sender is gone without saying so.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     while !*shutdown.borrow_and_update() {
@@ -126,7 +134,7 @@ pub async fn serve(
 
     let mut stopping = loop {
         while let Some(done) = running.try_join_next_with_id() {
-            in_flight.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+            in_flight.remove(&joined_id(&done));
         }
         let permit = tokio::select! {
             biased;
@@ -196,7 +204,7 @@ pub async fn serve(
         match joined {
             None => break,
             Some(done) => {
-                in_flight.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+                in_flight.remove(&joined_id(&done));
             }
         }
     }
