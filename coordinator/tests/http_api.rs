@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "support/env.rs"]
+mod env;
+
 const ADD_WASM: &str = "QmYyMt9rdrgr376CxpAoAGiT6xUo3bafoq4rzBxpQ2aScu";
 const ADD_INPUT: &str = "QmR7FbyEjeVvsctqBYCX16Snhogs6MYF3fssLF1tTw9dDN";
 
@@ -42,14 +45,7 @@ impl Service {
         let tasks = dir.path().join("tasks.jsonl");
         std::fs::write(&tasks, "").unwrap();
         let mut cmd = Command::new(bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("COORDINATOR_") {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("RUST_LOG")
-            .env_remove("LOG_FORMAT")
+        env::clean(&mut cmd)
             .args(["--listen", "127.0.0.1:0", "--backend", "local", "--tasks"])
             .arg(&tasks)
             .arg("--ipfs-mirror")

@@ -9,6 +9,9 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod env;
+pub use env::clean;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -211,39 +214,6 @@ pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 // Running the coordinator
 // ---------------------------------------------------------------------------------------------
 
-/// Variables the coordinator, fetcher or runner read, removed for every run (besides every
-/// `COORDINATOR_*`). Proxies too: nothing may leave 127.0.0.1, and a proxy would catch it.
-pub const FOREIGN_ENV: &[&str] = &[
-    "IPFS_GATEWAY",
-    "RUST_LOG",
-    "LOG_FORMAT",
-    "KUBERNETES_SERVICE_HOST",
-    "KUBERNETES_SERVICE_PORT",
-    "WASM_CID",
-    "INPUT_CID",
-    "FETCH_DIR",
-    "WASM_PATH",
-    "INPUT_PATH",
-    "OUTPUT_PATH",
-    "ARGS_JSON",
-    "ENTRY",
-    "TIMEOUT_SEC",
-    "FUEL",
-    "TASK_ID",
-    "ADD_X",
-    "ADD_Y",
-    "MAX_MEMORY",
-    "MAX_OUTPUT",
-    "TERMINATION_LOG",
-    "DETERMINISTIC",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-];
-
 /// Upper bound on any single run: a hung coordinator fails a test instead of blocking it.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -263,14 +233,7 @@ impl Coord {
     /// Without `--once` (for `--print-config` and config errors).
     pub fn bare() -> Self {
         let mut cmd = Command::new(coordinator_bin());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("COORDINATOR_") {
-                cmd.env_remove(&k);
-            }
-        }
-        for k in FOREIGN_ENV {
-            cmd.env_remove(k);
-        }
+        clean(&mut cmd);
         let cwd = tempfile::Builder::new()
             .prefix("coord-cwd-")
             .tempdir()
