@@ -1,0 +1,366 @@
+//! `FakeCluster`: an in-process stand-in for a Kubernetes 1.33 cluster, for tests that drive
+//! the real `kube` client against it.
+//!
+//! - [`api`]: an API server on 127.0.0.1 speaking the REST and watch protocol for Jobs, Pods
+//!   (and `pods/log`), Leases and both kinds of Events, over the [`store`] (every object as
+//!   JSON, one resourceVersion counter, the full change history for watches).
+//! - [`controller`]: the Job controller (pods from the template, podFailurePolicy,
+//!   backoffLimit, activeDeadlineSeconds, the 1.33 conditions) and the garbage collector's
+//!   part for pods whose Job is gone.
+//! - [`kubelet`]: runs each pod's init containers and containers as local processes (the
+//!   images map to local binaries), with emptyDir volumes as temp dirs, termination
+//!   messages, logs and a memory limit enforced like the cgroup OOM killer.
+//!
+//! Not simulated, because the tests of a Job-running service do not need them: nodes and
+//! scheduling, other resources, authentication, admission and validation, graceful deletion
+//! (deletes are immediate and kill with SIGKILL), finalizers, restartPolicy other than
+//! Never, `ttlSecondsAfterFinished`, pagination, and the containers' isolation (user, read-only
+//! root, read-only mounts, CPU limits: processes run as the test's user).
+//!
+//! The cluster runs on its own tokio runtime and thread, so its sync methods work from plain
+//! `#[test]`s and from inside `#[tokio::test]`s alike; the snapshots read the store under a
+//! std mutex and never block on the cluster's runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod controller;
+mod kubelet;
+mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::kubelet::Kubelet;
+use self::store::{ApiError, Res, Selector, Store};
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// image reference -> local binary; any image not in the map fails to pull.
+    pub images: Vec<(String, PathBuf)>,
+    /// Delay before a failed pod is replaced (Kubernetes: 10 s, doubling); default 100 ms.
+    /// Doubles here too, per failure.
+    pub pod_backoff: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            images: Vec::new(),
+            pod_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A pod for the kubelet to run.
+#[derive(Debug, Clone)]
+struct PodRef {
+    ns: String,
+    name: String,
+    uid: String,
+}
+
+/// What the API server, the controller and the kubelet share.
+struct Cluster {
+    store: Mutex<Store>,
+    /// The store's resourceVersion after each write: watches and the controller wake on it.
+    changed: watch::Sender<u64>,
+    to_run: mpsc::UnboundedSender<PodRef>,
+    kubelet: Kubelet,
+    images: HashMap<String, PathBuf>,
+    pod_backoff: Duration,
+    /// Per-pod dirs: emptyDir volumes, working dirs, termination-message files.
+    root: PathBuf,
+}
+
+impl Cluster {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&self.lock())
+    }
+
+    /// Runs `f` on the store and wakes watchers if it stored anything.
+    fn write<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let (out, rv) = {
+            let mut s = self.lock();
+            let out = f(&mut s);
+            (out, s.rv())
+        };
+        self.changed
+            .send_if_modified(|v| std::mem::replace(v, rv) != rv);
+        out
+    }
+
+    /// Creates an object; a new pod goes to the kubelet.
+    fn create(&self, res: Res, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        let created = self.write(|s| s.create(res, ns, obj))?;
+        if res == Res::Pods {
+            let pod = PodRef {
+                ns: ns.to_string(),
+                name: created["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                uid: created["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            self.kubelet.admit(&pod.uid);
+            let _ = self.to_run.send(pod);
+        }
+        Ok(created)
+    }
+
+    /// Deletes at once. A pod's processes are killed; a Job's pods are deleted after it
+    /// (`Background`; `Foreground` is treated alike) or freed of their owner reference
+    /// (`Orphan`, the server's default for batch/v1 Jobs when the client names no policy).
+    fn delete(
+        &self,
+        res: Res,
+        ns: &str,
+        name: &str,
+        policy: Option<&str>,
+        uid: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let deleted = self.write(|s| {
+            let obj = s.get(res, ns, name)?;
+            if uid.is_some_and(|u| Some(u) != obj["metadata"]["uid"].as_str()) {
+                let why = format!(
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    uid.unwrap_or(""),
+                    obj["metadata"]["uid"].as_str().unwrap_or("")
+                );
+                return Err(ApiError::conflict(res, name, &why));
+            }
+            s.remove(res, ns, name)
+        })?;
+        let uid = deleted["metadata"]["uid"].as_str().unwrap_or_default();
+        match res {
+            Res::Pods => {
+                self.kubelet.stop(uid, true);
+                let _ = std::fs::remove_dir_all(self.root.join(uid));
+            }
+            Res::Jobs => {
+                let pods = self.read(|s| {
+                    s.list(
+                        Res::Pods,
+                        Some(ns),
+                        &Selector::label(store::CONTROLLER_UID, uid),
+                    )
+                });
+                for pod in pods {
+                    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                    if policy.unwrap_or("Orphan") == "Orphan" {
+                        self.write(|s| {
+                            s.modify(Res::Pods, ns, pod_name, |p| {
+                                p["metadata"]
+                                    .as_object_mut()
+                                    .map(|m| m.remove("ownerReferences"));
+                            })
+                        });
+                    } else {
+                        let _ = self.delete(Res::Pods, ns, pod_name, None, None);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(deleted)
+    }
+}
+
+/// The stand-in cluster. Dropping it stops the server and kills every pod process.
+pub struct FakeCluster {
+    cluster: Arc<Cluster>,
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    _root: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for FakeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FakeCluster({})", self.url())
+    }
+}
+
+impl FakeCluster {
+    /// Starts the API server, the Job controller and the kubelet on a runtime of their own.
+    pub fn start(opts: ClusterOptions) -> FakeCluster {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("fake-cluster-")
+            .tempdir()
+            .unwrap();
+        let (to_run, run_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            store: Mutex::new(Store::new()),
+            changed: watch::Sender::new(0),
+            to_run,
+            kubelet: Kubelet::default(),
+            images: opts.images.into_iter().collect(),
+            pod_backoff: opts.pod_backoff,
+            root: root.path().to_path_buf(),
+        });
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let c = Arc::clone(&cluster);
+        let thread = std::thread::Builder::new()
+            .name("fake-cluster".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    tokio::spawn(kubelet::run(Arc::clone(&c), run_rx));
+                    tokio::spawn(controller::run(Arc::clone(&c)));
+                    let server = axum::serve(listener, api::router(c));
+                    tokio::select! {
+                        r = server => r.unwrap(),
+                        _ = stop_rx => {}
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_secs(2));
+            })
+            .unwrap();
+        FakeCluster {
+            cluster,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+            _root: root,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig for this cluster (no auth) whose context names `namespace`, for
+    /// `KUBECONFIG` or `Kubeconfig::read_from`.
+    pub fn write_kubeconfig(&self, dir: &Path, namespace: &str) -> PathBuf {
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url()}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            "current-context": "fake",
+        });
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        path
+    }
+
+    fn snapshot<T: DeserializeOwned>(&self, res: Res, ns: &str) -> Vec<T> {
+        self.cluster
+            .read(|s| s.list(res, Some(ns), &Selector::default()))
+            .into_iter()
+            .map(|o| serde_json::from_value(o).unwrap())
+            .collect()
+    }
+
+    pub fn jobs(&self, ns: &str) -> Vec<Job> {
+        self.snapshot(Res::Jobs, ns)
+    }
+
+    pub fn pods(&self, ns: &str) -> Vec<Pod> {
+        self.snapshot(Res::Pods, ns)
+    }
+
+    pub fn leases(&self, ns: &str) -> Vec<Lease> {
+        self.snapshot(Res::Leases, ns)
+    }
+
+    /// `v1` and `events.k8s.io/v1` Events, raw.
+    pub fn events(&self, ns: &str) -> Vec<Value> {
+        let mut events = self.snapshot(Res::CoreEvents, ns);
+        events.extend(self.snapshot::<Value>(Res::Events, ns));
+        events
+    }
+
+    /// Every request so far, in order: (method, path?query).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.cluster.read(|s| s.requests.clone())
+    }
+
+    /// Creates a Job as another client would (for adoption tests).
+    pub fn create_job(&self, ns: &str, job: &Job) -> Job {
+        let created = self
+            .cluster
+            .create(Res::Jobs, ns, serde_json::to_value(job).unwrap())
+            .unwrap_or_else(|e| panic!("create_job: {}", e.message));
+        serde_json::from_value(created).unwrap()
+    }
+
+    /// Pods ever created for the Job named `job` in `ns`, deleted ones included.
+    pub fn pods_created(&self, ns: &str, job: &str) -> usize {
+        self.cluster.read(|s| {
+            let changes = s.changes_from(0).iter();
+            changes
+                .filter(|c| c.res == Res::Pods && c.ns == ns && c.event == "ADDED")
+                .filter(|c| c.object["metadata"]["labels"][store::JOB_NAME] == job)
+                .count()
+        })
+    }
+
+    /// Container processes alive now.
+    pub fn running_processes(&self) -> usize {
+        self.cluster.kubelet.running()
+    }
+
+    /// Polls `f` every 20 ms; on timeout panics naming `what`, with the Jobs and pods.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, timeout: Duration, f: impl Fn(&FakeCluster) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f(self) {
+            if Instant::now() >= deadline {
+                let all = self.cluster.read(|s| {
+                    let sel = Selector::default();
+                    let mut all = s.list(Res::Jobs, None, &sel);
+                    all.extend(s.list(Res::Pods, None, &sel));
+                    all
+                });
+                let dump: Vec<String> = all
+                    .iter()
+                    .map(|o| format!("{} {}: {}", o["kind"], o["metadata"]["name"], o["status"]))
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting until {what}\n{}",
+                    dump.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        self.cluster.kubelet.kill_all();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
