@@ -74,16 +74,24 @@ clean:
 
 VALIDATE_VENV ?= target/validate-venv
 
-## manifests-check: k8s/*.yaml against the Kubernetes 1.33 JSON schemas (strict, offline), the compose file, the Dockerfiles, and policy (no Secrets, least-privilege RBAC)
+## manifests-check: k8s/*.yaml and the Jobs the coordinator generates (--print-job) against the Kubernetes 1.33 JSON schemas (strict, offline), the compose file, the Dockerfiles, and policy (no Secrets, least-privilege RBAC)
 manifests-check:
 	@VALIDATE_VENV=$(VALIDATE_VENV) scripts/ensure-validate.sh
-	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py
+	$(CARGO) build --quiet -p coordinator
+	@mkdir -p target/generated
+	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 target/debug/coordinator --print-job \
+	  '{"task_id":"Fib_1/a task id that is far too long to be a Kubernetes name as it is","wasm_cid":"Qmakqmav82dp99fynQmoZHUr8UgmnmopakEmEaTeTnMHg1","input_cid":"Qmaecf1kUsJ8Hv7A1amYTmYxVm4WWetBQv66qgXTg3WZiK","entry":"fib"}' \
+	  > target/generated/job-fib.yaml
+	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 target/debug/coordinator --print-job \
+	  '{"task_id":"stats","wasm_cid":"QmfZ7H1gRMey9ADX4gPezeughyT2d9EbpwXDa1K8NoysCy"}' \
+	  > target/generated/job-stats.yaml
+	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py --with target/generated/job-fib.yaml target/generated/job-stats.yaml
 
 ## images: docker build executor-demo/{executor,fetcher,coordinator}:demo (needs a running Docker engine)
 images:
 	@scripts/build-images.sh
 
-## kind-demo: a kind cluster with IPFS, the samples, the Job template and the coordinator (whose Kubernetes backend is not implemented yet)
+## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl)
 kind-demo:
 	@scripts/kind-demo.sh
 

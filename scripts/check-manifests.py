@@ -5,6 +5,7 @@ Runs with the virtualenv that scripts/ensure-validate.sh makes; needs no network
 cluster and no kubectl.
 
   scripts/check-manifests.py [FILE...]   default: k8s/*.yaml ipfs/docker-compose.yml docker/*.Dockerfile
+  scripts/check-manifests.py --with FILE...   the defaults and these (the Jobs the coordinator generates)
 
 1. Every YAML document in k8s/*.yaml is validated against the upstream Kubernetes JSON
    schemas bundled by kubernetes-validate, in their strict form: an unknown or misspelled
@@ -47,6 +48,8 @@ COORDINATOR_RULES = {
     *(("", "pods", v) for v in ("get", "list", "watch")),
     ("", "pods/log", "get"),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+    # Leader election: kube-lease-manager reads, creates and patches the Lease.
+    *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")),
 }
 
 # kind's Cluster config (kind.x-k8s.io/v1alpha4), the fields kind documents.
@@ -289,7 +292,11 @@ def pod_spec(obj):
 def main(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.chdir(root)
-    files = argv or sorted(glob.glob("k8s/*.yaml")) + ["ipfs/docker-compose.yml"] + sorted(glob.glob("docker/*.Dockerfile"))
+    defaults = sorted(glob.glob("k8s/*.yaml")) + ["ipfs/docker-compose.yml"] + sorted(glob.glob("docker/*.Dockerfile"))
+    if argv[:1] == ["--with"]:
+        files = defaults + argv[1:]
+    else:
+        files = argv or defaults
     checker = Checker()
     counts = {}
     for path in files:

@@ -66,6 +66,11 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// `ADDR:PORT` of the HTTP listener; `off` (or empty) for none.
     pub listen: String,
+    /// Take tasks only while holding the Lease `lease_name` (kubernetes backend).
+    pub leader_election: bool,
+    pub lease_name: String,
+    /// Seconds a leader's Lease lasts without renewal.
+    pub lease_duration: u64,
 }
 
 impl Default for Config {
@@ -92,6 +97,9 @@ impl Default for Config {
             fetcher_path: None,
             work_dir: None,
             listen: "127.0.0.1:8080".into(),
+            leader_election: false,
+            lease_name: "wasm-exec-coordinator".into(),
+            lease_duration: 15,
         }
     }
 }
@@ -150,6 +158,22 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "work_dir",
         "where per-task work dirs are made (local backend); unset = system temp",
+    ),
+    (
+        "listen",
+        "ADDR:PORT of /healthz /readyz /metrics and the task API; off = none",
+    ),
+    (
+        "leader_election",
+        "take tasks only while holding the Lease (kubernetes backend; for more than one replica)",
+    ),
+    (
+        "lease_name",
+        "the coordination.k8s.io Lease of leader election",
+    ),
+    (
+        "lease_duration",
+        "seconds a leader's Lease lasts unrenewed (a new leader takes over after it)",
     ),
 ];
 
@@ -345,6 +369,47 @@ impl Loaded {
             BackendKind::Auto => BackendKind::Local,
             other => other,
         };
+        if backend == BackendKind::Kubernetes && endpoint.is_empty() {
+            return Err(self.invalid(
+                "ipfs_endpoint",
+                "(empty)",
+                "the kubernetes backend's pods fetch from an IPFS gateway they can reach; set it, e.g. http://ipfs:8080 (k8s/ipfs.yaml)",
+            ));
+        }
+        if backend == BackendKind::Kubernetes && endpoint.starts_with("file://") {
+            return Err(self.invalid(
+                "ipfs_endpoint",
+                endpoint,
+                "a file:// mirror is on this machine, not in the pods; give an http:// gateway URL",
+            ));
+        }
+        if c.leader_election && backend != BackendKind::Kubernetes {
+            return Err(self.invalid(
+                "leader_election",
+                true,
+                "needs the kubernetes backend (the Lease lives in the cluster); with the local backend run one coordinator",
+            ));
+        }
+        if !(2..=3600).contains(&c.lease_duration) {
+            return Err(self.invalid(
+                "lease_duration",
+                c.lease_duration,
+                "must be 2 to 3600 seconds",
+            ));
+        }
+        if c.lease_name.is_empty()
+            || c.lease_name.len() > 253
+            || !c
+                .lease_name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '.')
+        {
+            return Err(self.invalid(
+                "lease_name",
+                &c.lease_name,
+                "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+            ));
+        }
         if backend == BackendKind::Local && endpoint.is_empty() && !c.ipfs_mirror.is_dir() {
             return Err(self.invalid(
                 "ipfs_mirror",
@@ -405,6 +470,12 @@ impl Loaded {
 
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs_f64(self.config.grace_period)
+    }
+
+    /// (duration, grace) of the Lease in seconds: a leader renews `grace` before expiry.
+    pub fn lease_timing(&self) -> (u64, u64) {
+        let d = self.config.lease_duration;
+        (d, (d / 3).max(1))
     }
 }
 
@@ -483,6 +554,10 @@ pub struct Overrides {
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Take tasks only while holding the Lease (kubernetes backend, several replicas).
+    #[arg(long = "leader-election", num_args = 0, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_election: Option<bool>,
 }
 
 #[cfg(test)]
@@ -548,6 +623,14 @@ mod tests {
     fn kubernetes_is_the_default_inside_a_cluster() {
         Jail::expect_with(|jail| {
             jail.set_env("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+            let msg = load_in(jail, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("ipfs_endpoint") && msg.contains("gateway"),
+                "in a cluster the pods need a gateway: {msg}"
+            );
+            jail.set_env("COORDINATOR_IPFS_ENDPOINT", "http://ipfs:8080");
             assert_eq!(
                 load_in(jail, &Overrides::default()).unwrap().backend,
                 BackendKind::Kubernetes
@@ -644,6 +727,34 @@ mod tests {
                 assert!(msg.contains(n), "{var}={value}: {msg:?} lacks {n:?}");
             }
         }
+        let kube = [
+            ("COORDINATOR_BACKEND", "kubernetes"),
+            ("COORDINATOR_IPFS_ENDPOINT", "http://ipfs:8080"),
+        ];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut env = kube.to_vec();
+            env.push(extra);
+            error_for(&env)
+        };
+        let msg = error_for(&[("COORDINATOR_LEADER_ELECTION", "true")]);
+        assert!(
+            msg.contains("leader_election") && msg.contains("kubernetes backend"),
+            "{msg}"
+        );
+        let msg = with(("COORDINATOR_LEASE_DURATION", "1"));
+        assert!(
+            msg.contains("lease_duration = 1") && msg.contains("COORDINATOR_LEASE_DURATION"),
+            "{msg}"
+        );
+        let msg = with(("COORDINATOR_LEASE_NAME", "Bad_Name"));
+        assert!(msg.contains("lease_name = Bad_Name"), "{msg}");
+        let msg = with(("COORDINATOR_IPFS_ENDPOINT", "file:///mirror"));
+        assert!(
+            msg.contains("file:///mirror") && msg.contains("pods"),
+            "{msg}"
+        );
+        let msg = error_for(&[("COORDINATOR_BACKEND", "kubernetes")]);
+        assert!(msg.contains("ipfs_endpoint"), "{msg}");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! (400 with the reason), capped in size (413), idempotent on `task_id` (a known id
 //! answers 200 with its current state and queues nothing), and queued (202).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::backend::Backend;
 use crate::service::Observers;
 use crate::source::ApiIntake;
 use crate::store::Submitted;
@@ -31,12 +31,22 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_LIST: usize = 1000;
 
 /// What `/readyz` checks.
-#[derive(Debug)]
 pub struct Readiness {
     /// False once the task source is drained (no task can come any more).
     pub source_open: Arc<AtomicBool>,
-    /// Files the backend needs (the local backend's binaries).
-    pub backend_files: Vec<PathBuf>,
+    /// Asked on every probe: its binaries (local) or the API server (kubernetes).
+    pub backend: Arc<dyn Backend>,
+    /// With leader election: whether this replica holds the Lease. A follower is ready
+    /// (so that rolling updates proceed) but refuses `POST /tasks` with 503.
+    pub leading: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("source_open", &self.source_open)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -81,16 +91,16 @@ async fn readyz(State(app): State<App>) -> Response {
     if !app.ready.source_open.load(Ordering::SeqCst) {
         problems.push("the task source is drained".to_string());
     }
-    for f in &app.ready.backend_files {
-        if !f.is_file() {
-            problems.push(format!(
-                "the backend needs {}, which is missing",
-                f.display()
-            ));
-        }
+    if let Err(why) = app.ready.backend.ready().await {
+        problems.push(why);
     }
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        let role = match &app.ready.leading {
+            Some(l) if l.load(Ordering::SeqCst) => " (leader)",
+            Some(_) => " (follower: waiting for the Lease; takes no tasks)",
+            None => "",
+        };
+        (StatusCode::OK, format!("ready{role}\n")).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +122,14 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 async fn submit(State(app): State<App>, body: Bytes) -> Response {
+    if let Some(l) = &app.ready.leading {
+        if !l.load(Ordering::SeqCst) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this replica is not the leader (it does not hold the Lease) and takes no tasks; send the task to the leader, or retry",
+            );
+        }
+    }
     let task: Task = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => {

@@ -9,8 +9,7 @@
 //! service links. Nothing travels in a ConfigMap or Secret: the fetcher init container
 //! pulls module and input by CID.
 //!
-//! Not yet used: the Kubernetes backend that creates, watches and collects these Jobs is
-//! the next piece of work, and until it lands `backend = kubernetes` stops startup.
+//! [`task_of`] reads a Job back into its task, for adoption after a restart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -208,6 +207,50 @@ pub fn build_job(template: &Job, task: &Task, s: &JobSettings) -> Job {
     job
 }
 
+/// The selector of the Jobs this coordinator manages.
+pub fn managed_selector() -> String {
+    format!("{LABEL_NAME}={APP_NAME},{LABEL_MANAGED_BY}={MANAGER}")
+}
+
+/// The task a Job of ours runs, read back from its annotation and its containers' env (the
+/// inverse of [`build_job`]), for adopting the Job after a restart.
+pub fn task_of(job: &Job) -> Result<Task, String> {
+    let name = job.metadata.name.as_deref().unwrap_or("?");
+    let task_id = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_TASK_ID))
+        .ok_or_else(|| format!("Job {name} has no {ANNOTATION_TASK_ID} annotation"))?
+        .clone();
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .ok_or_else(|| format!("Job {name} has no pod spec"))?;
+    let env = |containers: Option<&Vec<Container>>, container: &str, var: &str| {
+        containers?
+            .iter()
+            .find(|c| c.name == container)?
+            .env
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == var)?
+            .value
+            .clone()
+    };
+    let wasm_cid =
+        env(pod.init_containers.as_ref(), FETCHER_CONTAINER, "WASM_CID").ok_or_else(|| {
+            format!("Job {name}: the {FETCHER_CONTAINER} init container has no WASM_CID")
+        })?;
+    Ok(Task {
+        task_id,
+        wasm_cid,
+        input_cid: env(pod.init_containers.as_ref(), FETCHER_CONTAINER, "INPUT_CID"),
+        entry: env(Some(&pod.containers), RUNNER_CONTAINER, "ENTRY"),
+    })
+}
+
 /// Sets (or, for `None`, removes) env vars, keeping the template's others in order.
 fn set_env(c: &mut Container, vars: &[(&str, Option<String>)]) {
     let env = c.env.get_or_insert_with(Vec::new);
@@ -335,6 +378,24 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(pod_labels[LABEL_TASK_ID], task_label("Fib 1"));
+    }
+
+    #[test]
+    fn a_job_reads_back_into_its_task() {
+        for t in [
+            task("Fib 1"),
+            Task {
+                input_cid: None,
+                entry: None,
+                ..task("x")
+            },
+        ] {
+            let job = build_job(&template(), &t, &settings());
+            assert_eq!(task_of(&job), Ok(t));
+        }
+        let mut job = build_job(&template(), &task("y"), &settings());
+        job.metadata.annotations = None;
+        assert!(task_of(&job).unwrap_err().contains(ANNOTATION_TASK_ID));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What a task's Job and pod say about how it went. Pure: Kubernetes objects in, a verdict
-//! out; the Kubernetes backend (next) watches the objects and acts on the verdict.
+//! out; the Kubernetes backend watches the objects and acts on the verdict.
 //!
 //! - [`job_finished`] reads the Job's conditions: `Complete` or `Failed`. (kube's
 //!   `is_job_completed` matches `Complete` only, so a failed Job would be waited on until
@@ -181,6 +181,32 @@ pub fn verdict(end: &JobEnd, pod: Option<&Pod>) -> Verdict {
             true,
         )),
     }
+}
+
+/// How long the fetcher and the runner ran in `pod`, from their containers' start and
+/// finish times (for the stage-duration metrics).
+pub fn stage_times(pod: &Pod) -> Vec<(Stage, std::time::Duration)> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let took = |cs: &ContainerStatus| {
+        let t = cs.state.as_ref()?.terminated.as_ref()?;
+        let (start, end) = (t.started_at.as_ref()?, t.finished_at.as_ref()?);
+        std::time::Duration::try_from(end.0.duration_since(start.0)).ok()
+    };
+    [
+        (
+            Stage::Fetch,
+            find(status.init_container_statuses.as_ref(), FETCHER_CONTAINER),
+        ),
+        (
+            Stage::Run,
+            find(status.container_statuses.as_ref(), RUNNER_CONTAINER),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(stage, cs)| Some((stage, took(cs?)?)))
+    .collect()
 }
 
 /// The log fallback: the last line of the runner's log that is a result object.
@@ -377,6 +403,22 @@ mod tests {
             o.status,
             ReportStatus::Error,
             "a pod without a result is never a success"
+        );
+    }
+
+    #[test]
+    fn stage_times_come_from_the_containers_start_and_finish() {
+        let ran = |start: &str, end: &str| json!({"terminated": {"exitCode": 0, "startedAt": start, "finishedAt": end}});
+        let p = pod(
+            json!([status(
+                "fetcher",
+                ran("2026-01-01T00:00:00Z", "2026-01-01T00:00:02Z")
+            )]),
+            json!([status("runner", json!({"running": {}}))]),
+        );
+        assert_eq!(
+            stage_times(&p),
+            vec![(Stage::Fetch, std::time::Duration::from_secs(2))]
         );
     }
 

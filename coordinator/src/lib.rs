@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod election;
 pub mod http;
 pub mod job;
 pub mod job_status;

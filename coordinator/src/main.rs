@@ -7,12 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use coordinator::backend::{Backend, LocalBackend};
+use coordinator::backend::{Backend, KubernetesBackend, LocalBackend};
 use coordinator::config::{self, BackendKind, Overrides};
 use coordinator::http::{self, Readiness};
-use coordinator::service::{serve, Observers, ServiceSettings};
+use coordinator::service::{serve, Observers, ServiceSettings, Stop};
 use coordinator::sink::{FileSink, ResultSink, StdoutSink};
-use coordinator::source::{api_channel, JsonLinesSource, Merged, PlaceholderSource, TaskSource};
+use coordinator::source::{
+    api_channel, JsonLinesSource, Merged, PlaceholderSource, Preloaded, TaskSource,
+};
+use coordinator::task::Task;
+use coordinator::{election, job};
+use k8s_openapi::api::batch::v1::Job;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +44,11 @@ struct Cli {
     /// Print the effective configuration with each value's source, and exit.
     #[arg(long = "print-config")]
     print_config: bool,
+
+    /// Print, as YAML, the Job the kubernetes backend would create for TASK (a JSON task
+    /// object, as in a task file), and exit. Needs no cluster.
+    #[arg(long = "print-job", value_name = "TASK")]
+    print_job: Option<String>,
 
     #[command(flatten)]
     overrides: Overrides,
@@ -72,6 +82,18 @@ fn main() -> ExitCode {
         print!("{}", loaded.describe());
         return ExitCode::SUCCESS;
     }
+    if let Some(task) = &cli.print_job {
+        return match print_job(&loaded, task) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,21 +109,22 @@ fn main() -> ExitCode {
 
 async fn run(loaded: config::Loaded) -> ExitCode {
     let c = &loaded.config;
-    let backend_files;
+    let identity = identity();
+    let mut kube_backend = None;
     let backend: Arc<dyn Backend> = match loaded.backend {
-        BackendKind::Kubernetes => {
-            let why = match c.backend {
-                config::BackendKind::Auto => "auto: running inside a cluster".to_string(),
-                _ => loaded.source_of("backend"),
-            };
-            error!("configuration: backend = kubernetes ({why}): the Kubernetes backend is not implemented yet; set backend = local (COORDINATOR_BACKEND=local)");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        _ => match local_backend(&loaded) {
+        BackendKind::Kubernetes => match kubernetes_backend(&loaded, &identity).await {
             Ok(b) => {
-                backend_files = vec![b.fetcher.clone(), b.runner.clone()];
-                Arc::new(b)
+                let b = Arc::new(b);
+                kube_backend = Some(b.clone());
+                b
             }
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        _ => match local_backend(&loaded) {
+            Ok(b) => Arc::new(b),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::from(EXIT_CONFIG);
@@ -139,9 +162,9 @@ async fn run(loaded: config::Loaded) -> ExitCode {
 
     let observers = Arc::new(Observers::default());
     let source_open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Whether this replica takes tasks: always, unless leader election says otherwise.
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(!c.leader_election));
     let (intake, api) = api_channel();
-    let source: Box<dyn TaskSource> =
-        Box::new(Merged::new(primary, api, c.once, source_open.clone()));
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let listen = c.listen.trim();
     let http_task = if listen.is_empty() || listen == "off" {
@@ -163,22 +186,78 @@ async fn run(loaded: config::Loaded) -> ExitCode {
             Err(e) => info!("http listener on {listen} ({e})"),
         }
         let ready = Arc::new(Readiness {
-            source_open,
-            backend_files,
+            source_open: source_open.clone(),
+            backend: backend.clone(),
+            leading: c.leader_election.then(|| leading.clone()),
         });
         let app = http::router(observers.clone(), intake, ready);
         Some(tokio::spawn(http::serve(listener, app, async {
             let _ = http_stop_rx.await;
         })))
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::No);
+    let stop_tx = Arc::new(stop_tx);
+    let signals = stop_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received");
-        let _ = stop_tx.send(true);
-        // Keep the sender alive: the service watches it until it is done.
-        std::future::pending::<()>().await;
+        let _ = signals.send(Stop::Graceful);
     });
+
+    // With leader election, wait for the Lease before taking any task; lose it, stop at once.
+    let mut lease = None;
+    if let (true, Some(k)) = (c.leader_election, &kube_backend) {
+        match election::lead(&loaded, k.client().clone(), &identity, stop_rx.clone()).await {
+            Ok(Some(held)) => {
+                leading.store(true, std::sync::atomic::Ordering::SeqCst);
+                let mut held = held;
+                held.on_loss(stop_tx.clone(), leading.clone());
+                lease = Some(held);
+            }
+            // Stopped before becoming the leader: nothing ran, nothing to report.
+            Ok(None) => {
+                let _ = http_stop_tx.send(());
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                error!("{e}");
+                let _ = http_stop_tx.send(());
+                return ExitCode::from(EXIT_INFRA);
+            }
+        }
+    }
+    // Jobs a previous coordinator (or leader) left running: collect them first.
+    let adopted = match &kube_backend {
+        Some(k) => match k.adoptable().await {
+            Ok(tasks) => {
+                if !tasks.is_empty() {
+                    info!(
+                        count = tasks.len(),
+                        "adopting the Jobs a previous coordinator left: {}",
+                        tasks
+                            .iter()
+                            .map(|t| t.task_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                tasks
+            }
+            Err(e) => {
+                error!("{e}; the Role in k8s/coordinator.yaml allows listing Jobs");
+                let _ = http_stop_tx.send(());
+                return ExitCode::from(EXIT_INFRA);
+            }
+        },
+        None => Vec::new(),
+    };
+    let source: Box<dyn TaskSource> = Box::new(Merged::new(
+        Box::new(Preloaded::new(adopted, primary)),
+        api,
+        c.once,
+        source_open,
+    ));
+
     let settings = ServiceSettings {
         concurrency: c.concurrency as usize,
         retries: c.retries,
@@ -188,11 +267,16 @@ async fn run(loaded: config::Loaded) -> ExitCode {
     };
     info!(
         concurrency = settings.concurrency,
-        backend = "local",
+        backend = if kube_backend.is_some() { "kubernetes" } else { "local" },
+        identity = %identity,
         "coordinator started"
     );
     let summary = serve(settings, source, sinks, backend, stop_rx, observers).await;
     info!("summary: {}", summary.line());
+    let lost_lease = match lease {
+        Some(held) => held.give_up().await,
+        None => false,
+    };
     // The listener answered queries until every result was published; now it stops.
     let _ = http_stop_tx.send(());
     if let Some(task) = http_task {
@@ -200,11 +284,77 @@ async fn run(loaded: config::Loaded) -> ExitCode {
             error!("http listener: {e}");
         }
     }
-    if summary.infrastructure_failures > 0 {
+    if summary.infrastructure_failures > 0 || lost_lease {
         ExitCode::from(EXIT_INFRA)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// This replica's name in events and on the Lease: the pod name (the hostname in a pod)
+/// and the process id, so that two coordinators on one machine differ too.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coordinator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// `--print-job`: the Job for one task, as YAML.
+fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, String> {
+    let task: Task = serde_json::from_str(task)
+        .map_err(|e| format!("--print-job: not a task object ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {e}"))?;
+    let task = task.validated().map_err(|e| format!("--print-job: {e}"))?;
+    let (template, settings) = job_parts(loaded)?;
+    serde_yaml_ng::to_string(&job::build_job(&template, &task, &settings))
+        .map_err(|e| format!("--print-job: cannot write the Job as YAML: {e}"))
+}
+
+/// The Job template and what every Job shares; a failure names the key.
+fn job_parts(loaded: &config::Loaded) -> Result<(Job, job::JobSettings), String> {
+    let c = &loaded.config;
+    let path = &c.job_template;
+    let yaml = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "configuration: job_template = {} (from {}): cannot read it: {e}",
+            path.display(),
+            loaded.source_of("job_template")
+        )
+    })?;
+    let template = job::parse_template(&path.display().to_string(), &yaml).map_err(|e| {
+        format!(
+            "configuration: job_template (from {}): {e}",
+            loaded.source_of("job_template")
+        )
+    })?;
+    let settings = job::JobSettings {
+        namespace: c.namespace.clone(),
+        executor_image: c.executor_image.clone(),
+        fetcher_image: c.fetcher_image.clone(),
+        gateway: c.ipfs_endpoint.trim().to_owned(),
+        task_timeout: loaded.task_timeout(),
+        fuel: c.fuel,
+    };
+    Ok((template, settings))
+}
+
+/// The Job template, the pods' settings and a client; every failure is a configuration
+/// error naming the key.
+async fn kubernetes_backend(
+    loaded: &config::Loaded,
+    identity: &str,
+) -> Result<KubernetesBackend, String> {
+    let (template, settings) = job_parts(loaded)?;
+    KubernetesBackend::connect(template, settings, identity.to_owned())
+        .await
+        .map_err(|e| {
+            format!(
+                "backend = kubernetes (from {}): {e}",
+                loaded.source_of("backend")
+            )
+        })
 }
 
 fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, String> {

@@ -112,12 +112,8 @@ impl Metrics {
     }
 
     pub fn stage(&self, stage: Stage, took: Duration) {
-        let name = match stage {
-            Stage::Fetch => "fetch",
-            Stage::Run => "run",
-        };
         self.stage_duration
-            .get_or_create(&vec![("stage".into(), name.into())])
+            .get_or_create(&vec![("stage".into(), stage.as_str().into())])
             .observe(took.as_secs_f64());
     }
 

@@ -6,6 +6,11 @@
 //! Each task id runs at most once per run: a duplicate from the source is skipped. A task
 //! publishes its own report as the last thing it does (no await point after it), so a task
 //! cancelled at shutdown either has published or is reported interrupted, never both.
+//!
+//! With a backend that hands tasks over ([`Backend::hands_over`]: a Job runs on without the
+//! coordinator), a task still running at shutdown is not reported: the next coordinator
+//! adopts it and publishes its result. The backend releases an attempt (deletes its Job)
+//! only after its report was published, or before a retry.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -92,9 +97,25 @@ fn joined_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> to
     }
 }
 
-/// Resolves once `shutdown` is true; never if its sender is gone without saying so.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
+/// What the service is told to do through its shutdown channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep going.
+    No,
+    /// Take no new task; running tasks get the grace period (SIGTERM, SIGINT).
+    Graceful,
+    /// Take no new task and stop running ones at once (this replica lost its lease: the new
+    /// leader adopts the running Jobs).
+    Now,
+}
+
+/// Resolves once a stop is asked for, with which; never if the sender is gone silently.
+async fn stopped(shutdown: &mut watch::Receiver<Stop>) -> Stop {
+    loop {
+        let now = *shutdown.borrow_and_update();
+        if now != Stop::No {
+            return now;
+        }
         if shutdown.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
@@ -106,14 +127,15 @@ pub async fn serve(
     mut source: Box<dyn TaskSource>,
     mut sinks: Vec<Box<dyn ResultSink>>,
     backend: Arc<dyn Backend>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
     observers: Arc<Observers>,
 ) -> Summary {
-    let (tx, mut rx) = mpsc::unbounded_channel::<TaskReport>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Task, TaskReport)>();
     let published = observers.clone();
+    let releaser = backend.clone();
     let publisher = tokio::spawn(async move {
         let mut summary = Summary::default();
-        while let Some(report) = rx.recv().await {
+        while let Some((task, report)) = rx.recv().await {
             published.metrics.published(report.status);
             published.store.done(&report);
             for sink in sinks.iter_mut() {
@@ -122,6 +144,11 @@ pub async fn serve(
                 }
             }
             summary.add(&report);
+            // Only now, with the result out, may the backend let go of the task's Job.
+            releaser
+                .release(&task, Some(&report))
+                .instrument(info_span!("task", task_id = %task.task_id))
+                .await;
         }
         summary
     });
@@ -138,18 +165,18 @@ pub async fn serve(
         }
         let permit = tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => break true,
+            how = stopped(&mut shutdown) => break Some(how),
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => break true,
+                Err(_) => break Some(Stop::Graceful),
             },
         };
         let next = tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => break true,
+            how = stopped(&mut shutdown) => break Some(how),
             t = source.next_task() => t,
         };
-        let Some(task) = next else { break false };
+        let Some(task) = next else { break None };
         if !seen.insert(task.task_id.clone()) {
             warn!(task_id = %task.task_id, "a task with this id already ran in this run; skipping the duplicate");
             continue;
@@ -174,29 +201,36 @@ pub async fn serve(
         in_flight.insert(handle.id(), (task, attempts));
     };
 
-    if !stopping {
+    if stopping.is_none() {
         info!("the task source is drained");
         if !settings.once {
             info!("waiting for a signal (SIGTERM/SIGINT) to stop; use --once to exit when done");
             // Running tasks go on meanwhile; finished ones are reaped below.
-            stopped(&mut shutdown).await;
-            stopping = true;
+            stopping = Some(stopped(&mut shutdown).await);
         }
     }
-    if stopping {
+    let grace = |how: Stop| {
+        if how == Stop::Now {
+            Duration::ZERO
+        } else {
+            settings.grace_period
+        }
+    };
+    let mut deadline = tokio::time::Instant::now() + stopping.map_or(Duration::ZERO, grace);
+    if stopping.is_some() {
         info!(
-            grace_period_sec = settings.grace_period.as_secs_f64(),
+            grace_period_sec = (deadline - tokio::time::Instant::now()).as_secs_f64(),
             running = running.len(),
             "stopping: no new tasks; letting running tasks finish"
         );
     }
-    let deadline = tokio::time::Instant::now() + settings.grace_period;
     loop {
         let joined = tokio::select! {
             j = running.join_next_with_id() => j,
-            () = tokio::time::sleep_until(deadline), if stopping => break,
-            () = stopped(&mut shutdown), if !stopping => {
-                stopping = true;
+            () = tokio::time::sleep_until(deadline), if stopping.is_some() => break,
+            how = stopped(&mut shutdown), if stopping.is_none() => {
+                stopping = Some(how);
+                deadline = tokio::time::Instant::now() + grace(how);
                 info!(running = running.len(), "stopping: letting running tasks finish");
                 continue;
             }
@@ -209,6 +243,7 @@ pub async fn serve(
         }
     }
     running.abort_all();
+    let hands_over = backend.hands_over();
     while let Some(done) = running.join_next_with_id().await {
         match done {
             // It finished (and published) before the abort reached it.
@@ -217,6 +252,10 @@ pub async fn serve(
             }
             Err(e) => {
                 if let Some((task, attempts)) = in_flight.remove(&e.id()) {
+                    if hands_over {
+                        warn!(task_id = %task.task_id, "still running at shutdown: left to its Job, which the next coordinator adopts");
+                        continue;
+                    }
                     warn!(task_id = %task.task_id, "interrupted by shutdown");
                     let mut report = TaskReport::new(&task, ReportStatus::Interrupted);
                     report.attempts = attempts.load(Ordering::SeqCst);
@@ -224,7 +263,7 @@ pub async fn serve(
                         "the coordinator shut down and the task did not finish within the grace period of {} s",
                         settings.grace_period.as_secs_f64()
                     ));
-                    let _ = tx.send(report);
+                    let _ = tx.send((task, report));
                 }
             }
         }
@@ -238,7 +277,7 @@ async fn run_task(
     task: Task,
     backend: Arc<dyn Backend>,
     settings: ServiceSettings,
-    tx: mpsc::UnboundedSender<TaskReport>,
+    tx: mpsc::UnboundedSender<(Task, TaskReport)>,
     started: Arc<AtomicU32>,
     observers: Arc<Observers>,
 ) {
@@ -261,6 +300,8 @@ async fn run_task(
             break outcome;
         }
         observers.metrics.retried();
+        // The failed attempt's leftovers (its Job) go before the next attempt starts.
+        backend.release(&task, None).await;
         let wait = settings
             .retry_backoff
             .saturating_mul(1 << (attempts - 1).min(16));
@@ -280,7 +321,7 @@ async fn run_task(
     report.error = outcome.error;
     observers.metrics.task_took(began.elapsed());
     // The last statement: no await point after the report is handed over.
-    let _ = tx.send(report);
+    let _ = tx.send((task, report));
 }
 
 #[cfg(test)]
@@ -311,8 +352,45 @@ mod tests {
         fail_first: u32,
         retryable: bool,
         delay: Duration,
+        hands_over: bool,
+        /// `id published` or `id retry`, in order.
+        releases: Arc<Mutex<Vec<String>>>,
+    }
+    impl Flaky {
+        fn new(fail_first: u32, retryable: bool, delay: Duration) -> Self {
+            Self {
+                calls: AtomicU32::new(0),
+                fail_first,
+                retryable,
+                delay,
+                hands_over: false,
+                releases: Arc::default(),
+            }
+        }
     }
     impl Backend for Flaky {
+        fn release<'a>(
+            &'a self,
+            t: &'a Task,
+            report: Option<&'a TaskReport>,
+        ) -> crate::backend::BoxFuture<'a, ()> {
+            let what = if report.is_some() {
+                "published"
+            } else {
+                "retry"
+            };
+            self.releases
+                .lock()
+                .unwrap()
+                .push(format!("{} {what}", t.task_id));
+            Box::pin(async {})
+        }
+        fn hands_over(&self) -> bool {
+            self.hands_over
+        }
+        fn ready(&self) -> crate::backend::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
         fn run<'a>(
             &'a self,
             _t: &'a Task,
@@ -375,11 +453,11 @@ mod tests {
         stop_after: Option<Duration>,
     ) -> (Summary, Vec<TaskReport>) {
         let got = Arc::new(Mutex::new(Vec::new()));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::No);
         if let Some(after) = stop_after {
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
-                let _ = stop_tx.send(true);
+                let _ = stop_tx.send(Stop::Graceful);
             });
         } else {
             std::mem::forget(stop_tx);
@@ -399,24 +477,20 @@ mod tests {
 
     #[tokio::test]
     async fn infrastructure_failures_are_retried_a_bounded_number_of_times() {
-        let b = Flaky {
-            calls: AtomicU32::new(0),
-            fail_first: 2,
-            retryable: true,
-            delay: Duration::ZERO,
-        };
+        let b = Flaky::new(2, true, Duration::ZERO);
+        let releases = b.releases.clone();
         let (summary, reports) = go(b, vec![task("a")], settings(2), None).await;
         assert_eq!(
             (reports[0].status, reports[0].attempts),
             (ReportStatus::Ok, 3)
         );
+        assert_eq!(
+            *releases.lock().unwrap(),
+            vec!["a retry", "a retry", "a published"],
+            "each failed attempt is released before the next, the last after publishing"
+        );
         assert_eq!(summary.ok, 1);
-        let b = Flaky {
-            calls: AtomicU32::new(0),
-            fail_first: 5,
-            retryable: true,
-            delay: Duration::ZERO,
-        };
+        let b = Flaky::new(5, true, Duration::ZERO);
         let (summary, reports) = go(b, vec![task("a")], settings(1), None).await;
         assert_eq!(
             (reports[0].status, reports[0].attempts),
@@ -427,12 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn task_failures_are_never_retried() {
-        let b = Flaky {
-            calls: AtomicU32::new(0),
-            fail_first: 1,
-            retryable: false,
-            delay: Duration::ZERO,
-        };
+        let b = Flaky::new(1, false, Duration::ZERO);
         let (summary, reports) = go(b, vec![task("a")], settings(3), None).await;
         assert_eq!(
             (reports[0].status, reports[0].attempts),
@@ -450,12 +519,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicates_run_once() {
-        let b = Flaky {
-            calls: AtomicU32::new(0),
-            fail_first: 0,
-            retryable: false,
-            delay: Duration::ZERO,
-        };
+        let b = Flaky::new(0, false, Duration::ZERO);
         let (_, reports) = go(b, vec![task("a"), task("b"), task("a")], settings(0), None).await;
         let mut ids: Vec<_> = reports.iter().map(|r| r.task_id.clone()).collect();
         ids.sort();
@@ -464,12 +528,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_reports_unfinished_tasks_as_interrupted_exactly_once() {
-        let b = Flaky {
-            calls: AtomicU32::new(0),
-            fail_first: 0,
-            retryable: false,
-            delay: Duration::from_secs(30),
-        };
+        let b = Flaky::new(0, false, Duration::from_secs(30));
         let tasks = (0..5).map(|i| task(&format!("t{i}"))).collect();
         let (summary, reports) = go(b, tasks, settings(0), Some(Duration::from_millis(50))).await;
         // Concurrency 2: two were running and are interrupted; the rest were never taken.
@@ -478,5 +537,20 @@ mod tests {
             .iter()
             .all(|r| r.status == ReportStatus::Interrupted));
         assert_eq!(summary.infrastructure_failures, 2);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_hands_over_leaves_unfinished_tasks_unreported() {
+        let mut b = Flaky::new(0, false, Duration::from_secs(30));
+        b.hands_over = true;
+        let releases = b.releases.clone();
+        let tasks = (0..3).map(|i| task(&format!("t{i}"))).collect();
+        let (summary, reports) = go(b, tasks, settings(0), Some(Duration::from_millis(50))).await;
+        assert!(reports.is_empty(), "{reports:?}");
+        assert_eq!(summary.total, 0);
+        assert!(
+            releases.lock().unwrap().is_empty(),
+            "a handed-over task keeps its Job"
+        );
     }
 }

@@ -99,6 +99,15 @@ pub enum Stage {
     Run,
 }
 
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Fetch => "fetch",
+            Stage::Run => "run",
+        }
+    }
+}
+
 /// What the coordinator publishes for each task: one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {

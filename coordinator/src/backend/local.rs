@@ -18,7 +18,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::backend::{AttemptOutcome, Backend};
+use crate::backend::{AttemptOutcome, Backend, BoxFuture};
 use crate::task::{ReportStatus, Stage, Task};
 
 /// Time the runner gets past its own timeout to write its result before it is killed.
@@ -211,6 +211,21 @@ impl Backend for LocalBackend {
             let mut outcome = self.attempt(task, &mut stages).await;
             outcome.stages = stages;
             outcome
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        let missing: Vec<String> = [&self.fetcher, &self.runner]
+            .into_iter()
+            .filter(|p| !p.is_file())
+            .map(|p| format!("the local backend needs {}, which is missing", p.display()))
+            .collect();
+        Box::pin(async move {
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing.join("; "))
+            }
         })
     }
 }

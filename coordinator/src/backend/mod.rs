@@ -1,17 +1,21 @@
 //! How a task runs, behind one trait. `local` (the embedded default) runs the `fetcher` and
-//! `runner` binaries as child processes with the pod's environment contract; the
-//! Kubernetes backend (one Job per task) is a later piece of work.
+//! `runner` binaries as child processes with the pod's environment contract; `kubernetes`
+//! runs one Job per task.
 
+mod kubernetes;
 mod local;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use kubernetes::{KubernetesBackend, KubernetesError};
 pub use local::LocalBackend;
 use runner::TaskResult;
 
-use crate::task::{ReportStatus, Stage, Task};
+use crate::task::{ReportStatus, Stage, Task, TaskReport};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How one attempt at a task ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +45,27 @@ impl AttemptOutcome {
 }
 
 pub trait Backend: Send + Sync {
-    fn run<'a>(
+    /// One attempt at `task`.
+    fn run<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, AttemptOutcome>;
+
+    /// The attempt's outcome is settled: its report was published (`Some`), or a retry
+    /// comes next (`None`). What the attempt still holds is freed only now (the Kubernetes
+    /// backend deletes the Job here), so a coordinator that dies before publishing loses
+    /// no result: the next one adopts the Job and publishes it.
+    fn release<'a>(
         &'a self,
-        task: &'a Task,
-    ) -> Pin<Box<dyn Future<Output = AttemptOutcome> + Send + 'a>>;
+        _task: &'a Task,
+        _report: Option<&'a TaskReport>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// True when a task left unfinished at shutdown carries on without the coordinator and
+    /// the next coordinator adopts it (a Job does); such a task is not reported interrupted.
+    fn hands_over(&self) -> bool {
+        false
+    }
+
+    /// For `/readyz`: why the backend cannot take tasks now, if it cannot.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
 }

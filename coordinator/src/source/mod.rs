@@ -1,5 +1,6 @@
 //! Where tasks come from, behind one trait: the placeholder contract (the sample tasks) and
-//! a JSON-lines file or stdin, and `POST /tasks`; [`Merged`] takes from two at once.
+//! a JSON-lines file or stdin, and `POST /tasks`; [`Merged`] takes from two at once, and
+//! [`Preloaded`] puts a list (the adopted Jobs' tasks) in front of a source.
 
 mod api;
 mod jsonl;
@@ -20,6 +21,40 @@ use crate::task::Task;
 /// future, which must not have taken a task yet.
 pub trait TaskSource: Send {
     fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>>;
+}
+
+/// `first`, then whatever `then` gives: the tasks of Jobs adopted at startup go before
+/// the configured source's.
+pub struct Preloaded {
+    first: std::collections::VecDeque<Task>,
+    then: Box<dyn TaskSource>,
+}
+
+impl std::fmt::Debug for Preloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Preloaded({} left)", self.first.len())
+    }
+}
+
+impl Preloaded {
+    pub fn new(first: Vec<Task>, then: Box<dyn TaskSource>) -> Self {
+        Self {
+            first: first.into(),
+            then,
+        }
+    }
+}
+
+impl TaskSource for Preloaded {
+    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+        // Taken inside the future (when polled, not when made): cancel-safe.
+        Box::pin(async move {
+            match self.first.pop_front() {
+                Some(t) => Some(t),
+                None => self.then.next_task().await,
+            }
+        })
+    }
 }
 
 /// The configured source and the task API together. With `once`, the run ends when the
@@ -116,6 +151,25 @@ mod tests {
         }
         assert_eq!(ids, vec!["fib", "affine", "add"]);
         assert!(!open.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn preloaded_tasks_come_first() {
+        let adopted = Task {
+            task_id: "adopted".into(),
+            wasm_cid: "Qm".into(),
+            input_cid: None,
+            entry: None,
+        };
+        let mut p = Preloaded::new(
+            vec![adopted],
+            Box::new(PlaceholderSource::new(Scenario::Fib)),
+        );
+        let mut ids = Vec::new();
+        while let Some(t) = p.next_task().await {
+            ids.push(t.task_id);
+        }
+        assert_eq!(ids, vec!["adopted", "fib"]);
     }
 
     #[tokio::test]

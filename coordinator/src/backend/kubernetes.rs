@@ -1,0 +1,534 @@
+//! The Kubernetes backend: one Job per task. The Job comes from [`crate::job`] (pure), its
+//! verdict from [`crate::job_status`] (pure); this file is the IO shell around them:
+//!
+//! 1. create the Job, or adopt the one that already exists for the same task (same name,
+//!    same task-id annotation): a restarted coordinator never starts a task twice;
+//! 2. watch it until it is `Complete` or `Failed`, and watch its pods meanwhile so that an
+//!    image that cannot be pulled fails the task at once instead of at the deadline;
+//! 3. judge it from its newest pod: the runner's termination message, else its log;
+//! 4. after the report is published ([`Backend::release`]), delete the Job with background
+//!    propagation, so its pods go too. A coordinator that dies before publishing leaves
+//!    the Job, and the next one adopts it ([`KubernetesBackend::adoptable`]).
+//!
+//! Events on each Job (created, adopted, result published, failed with its cause) make
+//! `kubectl describe job` tell the story; failing to record one never fails a task.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::wait::await_condition;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use crate::backend::{AttemptOutcome, Backend, BoxFuture};
+use crate::job::{
+    build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
+    DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
+};
+use crate::job_status::{fail_fast, job_finished, stage_times, verdict, verdict_from_log, Verdict};
+use crate::task::{ReportStatus, Stage, Task, TaskReport};
+
+/// The label the Job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// How long past the Job's own deadline the coordinator waits before it gives up on it.
+const WAIT_SLACK: Duration = Duration::from_secs(60);
+/// How long a deleted Job may take to go before a retry creates it again.
+const GONE_WITHIN: Duration = Duration::from_secs(60);
+/// Lines of the runner's log read for the result when the termination message has none.
+const LOG_TAIL_LINES: i64 = 200;
+/// `/readyz`'s bound on the API server's answer.
+const READY_WITHIN: Duration = Duration::from_secs(3);
+/// Kubernetes caps an event's note at 1 kB.
+const NOTE_MAX: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error("cannot set up a Kubernetes client (in-cluster service account, or KUBECONFIG / ~/.kube/config): {0}")]
+    Client(#[source] kube::Error),
+    #[error("listing this coordinator's Jobs ({selector}) in namespace {namespace}: {source}")]
+    List {
+        namespace: String,
+        selector: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub struct KubernetesBackend {
+    client: Client,
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    template: Job,
+    settings: JobSettings,
+    recorder: Recorder,
+    /// Job name → uid of the Jobs this coordinator created or adopted and has not released:
+    /// for the events about them, and so that only those are ever deleted.
+    uids: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for KubernetesBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesBackend")
+            .field("namespace", &self.settings.namespace)
+            .field("executor_image", &self.settings.executor_image)
+            .field("fetcher_image", &self.settings.fetcher_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesBackend {
+    /// A client from the environment: the pod's service account inside a cluster, else
+    /// `KUBECONFIG` or `~/.kube/config`.
+    pub async fn connect(
+        template: Job,
+        settings: JobSettings,
+        instance: String,
+    ) -> Result<Self, KubernetesError> {
+        let client = Client::try_default()
+            .await
+            .map_err(KubernetesError::Client)?;
+        Ok(Self::new(client, template, settings, instance))
+    }
+
+    /// `instance` names this coordinator in the events it records (its pod name).
+    pub fn new(client: Client, template: Job, settings: JobSettings, instance: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(instance),
+            },
+        );
+        Self {
+            jobs: Api::namespaced(client.clone(), &settings.namespace),
+            pods: Api::namespaced(client.clone(), &settings.namespace),
+            client,
+            template,
+            settings,
+            recorder,
+            uids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The tasks of this coordinator's Jobs that exist now, running or finished but not yet
+    /// collected. Running them adopts the Jobs: each result is collected and published once.
+    pub async fn adoptable(&self) -> Result<Vec<Task>, KubernetesError> {
+        let selector = managed_selector();
+        let list = self
+            .jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| KubernetesError::List {
+                namespace: self.settings.namespace.clone(),
+                selector: selector.clone(),
+                source,
+            })?;
+        let mut tasks = Vec::new();
+        for job in list.items {
+            if job.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            match task_of(&job) {
+                Ok(t) => tasks.push(t),
+                Err(e) => warn!("not adopting a Job with our labels: {e}"),
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn attempt(&self, task: &Task) -> AttemptOutcome {
+        let job = build_job(&self.template, task, &self.settings);
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if let Err(outcome) = self.create_or_adopt(&job, task).await {
+            return *outcome;
+        }
+        let bound = self.settings.task_timeout + DEADLINE_SLACK + WAIT_SLACK;
+        let end = match tokio::time::timeout(bound, self.wait(&name)).await {
+            Err(_) => {
+                return AttemptOutcome::failed(
+                    ReportStatus::Timeout,
+                    Stage::Run,
+                    format!(
+                        "Job {name} did not finish within {} s, past its activeDeadlineSeconds; is the Job controller working?",
+                        bound.as_secs()
+                    ),
+                    false,
+                )
+            }
+            Ok(Err(outcome)) => return *outcome,
+            Ok(Ok(end)) => end,
+        };
+        self.collect(&name, &end).await
+    }
+
+    /// Creates the Job, or adopts the existing one of the same task.
+    async fn create_or_adopt(&self, job: &Job, task: &Task) -> Result<(), Box<AttemptOutcome>> {
+        let name = job.metadata.name.as_deref().unwrap_or_default();
+        let ns = &self.settings.namespace;
+        let fail = |message: String, retryable: bool| {
+            Box::new(AttemptOutcome::failed(
+                ReportStatus::Error,
+                Stage::Fetch,
+                message,
+                retryable,
+            ))
+        };
+        loop {
+            let err = match self.jobs.create(&PostParams::default(), job).await {
+                Ok(created) => {
+                    info!(job = name, "created Job");
+                    self.remember(&created);
+                    let note = format!(
+                        "task {}: module {}{}{}",
+                        task.task_id,
+                        task.wasm_cid,
+                        task.input_cid
+                            .as_deref()
+                            .map(|c| format!(", input {c}"))
+                            .unwrap_or_default(),
+                        task.entry
+                            .as_deref()
+                            .map(|e| format!(", entry {e}"))
+                            .unwrap_or_default()
+                    );
+                    self.record(name, EventType::Normal, "Created", "Create", note)
+                        .await;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match err {
+                kube::Error::Api(ref status) if status.code == 409 => {}
+                kube::Error::Api(ref status) if status.code == 403 => {
+                    return Err(fail(
+                        format!("creating Job {name} in namespace {ns}: forbidden ({}); the coordinator's ServiceAccount needs the Role in k8s/coordinator.yaml", status.message),
+                        false,
+                    ))
+                }
+                kube::Error::Api(ref status) if status.code == 422 || status.code == 400 => {
+                    return Err(fail(
+                        format!("creating Job {name} in namespace {ns}: the API server rejected the Job built from the template: {}", status.message),
+                        false,
+                    ))
+                }
+                e => {
+                    return Err(fail(
+                        format!("creating Job {name} in namespace {ns}: {e}"),
+                        true,
+                    ))
+                }
+            }
+            // It exists: ours to adopt if it runs the same task.
+            let existing = match self.jobs.get_opt(name).await {
+                Ok(Some(j)) => j,
+                Ok(None) => continue, // deleted meanwhile: create it again
+                Err(e) => {
+                    return Err(fail(
+                        format!("reading the existing Job {name} in namespace {ns}: {e}"),
+                        true,
+                    ))
+                }
+            };
+            let owner = existing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_TASK_ID));
+            if owner != Some(&task.task_id) {
+                return Err(fail(
+                    format!(
+                        "a Job named {name} already exists in namespace {ns} for {}; delete it (kubectl delete job {name} -n {ns}) or give the task another id",
+                        owner.map_or("something else (no task-id annotation)".to_string(), |o| format!("task {o:?}"))
+                    ),
+                    false,
+                ));
+            }
+            if existing.metadata.deletion_timestamp.is_some() {
+                // Being deleted (a retry after a failed attempt): wait, then create anew.
+                if !self.gone(name).await {
+                    return Err(fail(
+                        format!(
+                            "Job {name} is still being deleted after {} s",
+                            GONE_WITHIN.as_secs()
+                        ),
+                        true,
+                    ));
+                }
+                continue;
+            }
+            info!(job = name, "adopting the existing Job of this task");
+            self.remember(&existing);
+            self.record(
+                name,
+                EventType::Normal,
+                "Adopted",
+                "Adopt",
+                format!(
+                    "task {}: a coordinator adopted this Job and collects its result",
+                    task.task_id
+                ),
+            )
+            .await;
+            return Ok(());
+        }
+    }
+
+    /// Waits for the Job to finish; fails fast on a pod that cannot start.
+    async fn wait(&self, name: &str) -> Result<crate::job_status::JobEnd, Box<AttemptOutcome>> {
+        let finished = await_condition(self.jobs.clone(), name, |j: Option<&Job>| {
+            j.is_none_or(|j| job_finished(j).is_some())
+        });
+        let pods = watcher(
+            self.pods.clone(),
+            watcher::Config::default().labels(&format!("{JOB_NAME_LABEL}={name}")),
+        )
+        .default_backoff()
+        .applied_objects();
+        let stuck = async {
+            let mut pods = pin!(pods);
+            while let Some(event) = pods.next().await {
+                match event {
+                    Ok(pod) => {
+                        if let Some(outcome) = fail_fast(&pod) {
+                            return outcome;
+                        }
+                    }
+                    // The watcher retries with backoff; the Job watch decides the end.
+                    Err(e) => debug!(job = name, "watching the Job's pods: {e}"),
+                }
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            done = finished => match done {
+                Ok(Some(job)) => match job_finished(&job) {
+                    Some(end) => Ok(end),
+                    None => Err(Box::new(AttemptOutcome::failed(ReportStatus::Error, Stage::Run, format!("Job {name}: the watch ended before the Job finished"), true))),
+                },
+                Ok(None) => Err(Box::new(AttemptOutcome::failed(
+                    ReportStatus::Error,
+                    Stage::Run,
+                    format!("Job {name} was deleted before it finished (by someone else?)"),
+                    true,
+                ))),
+                Err(e) => Err(Box::new(AttemptOutcome::failed(
+                    ReportStatus::Error,
+                    Stage::Run,
+                    format!("watching Job {name}: {e}"),
+                    true,
+                ))),
+            },
+            outcome = stuck => {
+                warn!(job = name, "{}", outcome.error.as_deref().unwrap_or_default());
+                Err(Box::new(outcome))
+            }
+        }
+    }
+
+    /// Judges the finished Job by its newest pod.
+    async fn collect(&self, name: &str, end: &crate::job_status::JobEnd) -> AttemptOutcome {
+        let pods = match self
+            .pods
+            .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                return AttemptOutcome::failed(
+                    ReportStatus::Error,
+                    Stage::Run,
+                    format!("listing the pods of Job {name}: {e}"),
+                    true,
+                )
+            }
+        };
+        let pod = pods
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        let mut outcome = match (verdict(end, pod), pod) {
+            (Verdict::Done(o), _) => *o,
+            (Verdict::NeedLog { exit_code }, Some(pod)) => {
+                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                let params = LogParams {
+                    container: Some(RUNNER_CONTAINER.into()),
+                    tail_lines: Some(LOG_TAIL_LINES),
+                    ..LogParams::default()
+                };
+                match self.pods.logs(pod_name, &params).await {
+                    Ok(log) => verdict_from_log(&log, exit_code),
+                    Err(e) => AttemptOutcome::failed(
+                        ReportStatus::Error,
+                        Stage::Run,
+                        format!("reading the runner's log of pod {pod_name} for its result: {e}"),
+                        true,
+                    ),
+                }
+            }
+            (Verdict::NeedLog { .. }, None) => AttemptOutcome::failed(
+                ReportStatus::Error,
+                Stage::Run,
+                format!("Job {name} finished without a pod to read a result from"),
+                true,
+            ),
+        };
+        outcome.stages = pod.map(stage_times).unwrap_or_default();
+        outcome
+    }
+
+    /// Deletes the Job (its pods go with it: background propagation), if it is still the
+    /// one with `uid`: never a Job of the same name that someone else made meanwhile.
+    async fn delete(&self, name: &str, uid: String) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.jobs.delete(name, &params).await {
+            Ok(_) => debug!(job = name, "deleted Job"),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => warn!(
+                job = name,
+                "cannot delete Job {name} ({e}); its ttlSecondsAfterFinished removes it later"
+            ),
+        }
+    }
+
+    /// Polls until the Job is gone; false if it is still there after [`GONE_WITHIN`].
+    async fn gone(&self, name: &str) -> bool {
+        let until = tokio::time::Instant::now() + GONE_WITHIN;
+        while tokio::time::Instant::now() < until {
+            match self.jobs.get_opt(name).await {
+                Ok(None) => return true,
+                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        false
+    }
+
+    fn remember(&self, job: &Job) {
+        if let (Some(name), Some(uid)) = (&job.metadata.name, &job.metadata.uid) {
+            if let Ok(mut uids) = self.uids.lock() {
+                uids.insert(name.clone(), uid.clone());
+            }
+        }
+    }
+
+    /// Records an event on the Job; a failure to record is logged, never fatal.
+    async fn record(&self, job: &str, type_: EventType, reason: &str, action: &str, note: String) {
+        let uid = self.uids.lock().ok().and_then(|u| u.get(job).cloned());
+        let reference = ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(job.into()),
+            namespace: Some(self.settings.namespace.clone()),
+            uid,
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(clip(&note, NOTE_MAX)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            warn!(job, "cannot record the {reason} event: {e}");
+        }
+    }
+}
+
+impl Backend for KubernetesBackend {
+    fn run<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(self.attempt(task))
+    }
+
+    fn release<'a>(&'a self, task: &'a Task, report: Option<&'a TaskReport>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let name = job_name(&task.task_id);
+            match report {
+                Some(r) if r.status == ReportStatus::Ok => {
+                    let result = r
+                        .result
+                        .as_ref()
+                        .map(|x| serde_json::to_string(&x.result).unwrap_or_default())
+                        .unwrap_or_default();
+                    self.record(
+                        &name,
+                        EventType::Normal,
+                        "ResultPublished",
+                        "Publish",
+                        format!("task {}: ok, result {result}", task.task_id),
+                    )
+                    .await;
+                }
+                Some(r) => {
+                    let cause = format!(
+                        "task {}: {}{}: {}",
+                        task.task_id,
+                        r.status.as_str(),
+                        r.stage
+                            .map(|s| format!(" while {}", s.as_str()))
+                            .unwrap_or_default(),
+                        r.error.as_deref().unwrap_or("no error message")
+                    );
+                    self.record(&name, EventType::Warning, "TaskFailed", "Publish", cause)
+                        .await;
+                }
+                None => {}
+            }
+            let uid = self.uids.lock().ok().and_then(|mut u| u.remove(&name));
+            // No uid: the attempt never had a Job of its own (e.g. the name was taken).
+            let Some(uid) = uid else { return };
+            self.delete(&name, uid).await;
+            if report.is_none() && !self.gone(&name).await {
+                warn!(
+                    job = name,
+                    "Job {name} is still there {} s after its deletion",
+                    GONE_WITHIN.as_secs()
+                );
+            }
+        })
+    }
+
+    fn hands_over(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match tokio::time::timeout(READY_WITHIN, self.client.apiserver_version()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("the Kubernetes API server is not answering: {e}")),
+                Err(_) => Err(format!(
+                    "the Kubernetes API server did not answer within {} s",
+                    READY_WITHIN.as_secs()
+                )),
+            }
+        })
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,153 @@
+//! Leader election on a `coordination.k8s.io` Lease, so that several replicas can run and
+//! only one takes tasks. kube-lease-manager does the locking (a well-kept crate: renewal,
+//! expiry, conflicts); this file decides what the coordinator does with it:
+//!
+//! - [`lead`] waits until this replica holds the Lease (or a stop is asked for first);
+//! - [`Held::on_loss`]: a leader that loses the Lease stops at once ([`Stop::Now`]), without
+//!   publishing or deleting anything, and exits non-zero; the new leader adopts the running
+//!   Jobs by label, so no task runs twice and no result is lost;
+//! - [`Held::give_up`] releases the Lease on a clean exit, so a follower takes over at once
+//!   instead of after `lease_duration`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::Loaded;
+use crate::service::Stop;
+
+/// How long a clean exit waits for the Lease's release.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("leader election on the Lease {namespace}/{name}: {source}; the Role in k8s/coordinator.yaml allows get, create, update and patch on leases")]
+    Lease {
+        namespace: String,
+        name: String,
+        #[source]
+        source: LeaseManagerError,
+    },
+    #[error("leader election on the Lease {namespace}/{name} stopped: {reason}")]
+    Stopped {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// This replica holds the Lease.
+#[derive(Debug)]
+pub struct Held {
+    leader: watch::Receiver<bool>,
+    manager: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    watchdog: Option<JoinHandle<()>>,
+    lost: Arc<AtomicBool>,
+    what: String,
+}
+
+/// Waits until this replica holds the Lease. `None`: a stop was asked for first.
+pub async fn lead(
+    loaded: &Loaded,
+    client: Client,
+    identity: &str,
+    mut stop: watch::Receiver<Stop>,
+) -> Result<Option<Held>, ElectionError> {
+    let c = &loaded.config;
+    let (duration, grace) = loaded.lease_timing();
+    let what = format!("{}/{}", c.namespace, c.lease_name);
+    let fail = |source| ElectionError::Lease {
+        namespace: c.namespace.clone(),
+        name: c.lease_name.clone(),
+        source,
+    };
+    let manager = LeaseManagerBuilder::new(client, &c.lease_name)
+        .with_namespace(&c.namespace)
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace(grace)
+        .build()
+        .await
+        .map_err(fail)?;
+    let (mut leader, handle) = manager.watch().await;
+    info!(lease = %what, identity, "waiting to hold the Lease before taking tasks");
+    loop {
+        if *leader.borrow_and_update() {
+            info!(lease = %what, identity, "holding the Lease: this replica takes tasks");
+            return Ok(Some(Held {
+                leader,
+                manager: handle,
+                watchdog: None,
+                lost: Arc::new(AtomicBool::new(false)),
+                what,
+            }));
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() {
+                let reason = match handle.await {
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(_)) => "the lease manager ended".into(),
+                    Err(e) => format!("the lease manager failed: {e}"),
+                };
+                return Err(ElectionError::Stopped { namespace: c.namespace.clone(), name: c.lease_name.clone(), reason });
+            },
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() != Stop::No {
+                drop(leader);
+                let _ = tokio::time::timeout(RELEASE_WITHIN, handle).await;
+                return Ok(None);
+            },
+        }
+    }
+}
+
+impl Held {
+    /// On losing the Lease: stop the service at once and stop taking tasks.
+    pub fn on_loss(&mut self, stop: Arc<watch::Sender<Stop>>, leading: Arc<AtomicBool>) {
+        let mut leader = self.leader.clone();
+        let lost = self.lost.clone();
+        let what = self.what.clone();
+        self.watchdog = Some(tokio::spawn(async move {
+            loop {
+                let holding = *leader.borrow_and_update();
+                if !holding {
+                    break;
+                }
+                if leader.changed().await.is_err() {
+                    break;
+                }
+            }
+            leading.store(false, Ordering::SeqCst);
+            lost.store(true, Ordering::SeqCst);
+            error!(lease = %what, "lost the Lease: stopping at once; the new leader adopts the running Jobs");
+            let _ = stop.send(Stop::Now);
+        }));
+    }
+
+    /// Releases the Lease (a clean exit). True if it had been lost before.
+    pub async fn give_up(mut self) -> bool {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+            let _ = w.await;
+        }
+        let lost = self.lost.load(Ordering::SeqCst);
+        // Dropping the last receiver makes the manager release the Lease and end.
+        drop(self.leader);
+        match tokio::time::timeout(RELEASE_WITHIN, self.manager).await {
+            Ok(Ok(Ok(_))) => info!(lease = %self.what, "released the Lease"),
+            Ok(Ok(Err(e))) => {
+                warn!(lease = %self.what, "releasing the Lease: {e}; it expires by itself")
+            }
+            Ok(Err(e)) => warn!(lease = %self.what, "the lease manager failed: {e}"),
+            Err(_) => {
+                warn!(lease = %self.what, "the Lease was not released within {} s; it expires by itself", RELEASE_WITHIN.as_secs())
+            }
+        }
+        lost
+    }
+}
