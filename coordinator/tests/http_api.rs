@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,6 +14,8 @@ use serde_json::{json, Value};
 
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/http.rs"]
+mod http;
 
 const ADD_WASM: &str = "QmYyMt9rdrgr376CxpAoAGiT6xUo3bafoq4rzBxpQ2aScu";
 const ADD_INPUT: &str = "QmR7FbyEjeVvsctqBYCX16Snhogs6MYF3fssLF1tTw9dDN";
@@ -77,29 +78,7 @@ impl Service {
     }
 
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        // A server may answer (413) before reading a large body, and close: not an error here.
-        let _ = s.write_all(body);
-        let mut response = Vec::new();
-        let _ = s.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        http::request(self.port, method, path, body)
     }
 
     fn get(&self, path: &str) -> (u16, String) {

@@ -12,6 +12,7 @@ pub const FOREIGN_ENV: &[&str] = &[
     "LOG_FORMAT",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
+    "KUBECONFIG",
     "WASM_CID",
     "INPUT_CID",
     "FETCH_DIR",

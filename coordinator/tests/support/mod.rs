@@ -11,6 +11,8 @@
 
 mod env;
 pub use env::clean;
+pub mod cluster;
+pub mod http;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -338,11 +340,23 @@ impl Coord {
             }
             all
         });
-        let mut err = child.stderr.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stderr_so_far = Arc::new(Mutex::new(String::new()));
+        let so_far = Arc::clone(&stderr_so_far);
         let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
+            let mut reader = BufReader::new(err);
+            let mut line = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                so_far
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+            so_far
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
         });
         Spawned {
             cmdline,
@@ -352,6 +366,7 @@ impl Coord {
             lines,
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_so_far,
             work: Arc::clone(&self.work),
             cwd: Arc::clone(&self.cwd),
         }
@@ -380,11 +395,43 @@ pub struct Spawned {
     pub lines: Receiver<(Duration, String)>,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
+    stderr_so_far: Arc<Mutex<String>>,
     work: Arc<TempDir>,
     cwd: Arc<TempDir>,
 }
 
 impl Spawned {
+    /// Waits until a stderr line contains `needle` and returns that line.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let text = self
+                .stderr_so_far
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < until,
+                "no log line with {needle:?} within {timeout:?}; stderr so far:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port of the coordinator's HTTP listener (`--listen 127.0.0.1:0`), from its log.
+    pub fn http_port(&self) -> u16 {
+        let line = self.wait_for_log("http listener on ", Duration::from_secs(30));
+        let addr = line.split("http listener on ").nth(1).unwrap_or_default();
+        addr.split(':')
+            .nth(1)
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).unwrap())
     }
@@ -769,6 +816,8 @@ struct GwShared {
     files: HashMap<String, Vec<u8>>,
     tamper: bool,
     stop: AtomicBool,
+    /// While set, requests wait before they are answered (a task held mid-fetch).
+    hold: AtomicBool,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -790,6 +839,7 @@ impl PlainGateway {
             files: files.iter().map(|f| (cid_of(f), f.to_vec())).collect(),
             tamper,
             stop: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
@@ -817,6 +867,11 @@ impl PlainGateway {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// While `on`, every request waits unanswered: tasks stay in their fetch.
+    pub fn hold(&self, on: bool) {
+        self.shared.hold.store(on, Ordering::SeqCst);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -873,6 +928,9 @@ fn handle(s: &GwShared, mut stream: TcpStream) {
     } else {
         Kind::Plain
     };
+    while s.hold.load(Ordering::SeqCst) && !s.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let cid = path.strip_prefix("/ipfs/").map(|c| c.trim_end_matches('/'));
     let (status, content_type, body) = match (kind, cid.and_then(|c| s.files.get(c))) {
         (Kind::Car | Kind::Raw, _) => (406, "text/plain", b"plain only\n".to_vec()),

@@ -1,0 +1,710 @@
+//! End to end through the Kubernetes backend, with no cluster: the `coordinator` binary
+//! talks through the real `kube` client to the API-server stand-in on 127.0.0.1
+//! (`support::cluster`), whose kubelet stand-in runs each pod's containers as the real
+//! `fetcher` and `runner` binaries, fetching from a gateway stand-in on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use support::cluster::{ClusterOptions, FakeCluster};
+use support::{
+    coordinator_bin, samples, task_line, wasm_of, write_lines, Coord, PlainGateway, Run, ADD_INPUT,
+};
+
+const NS: &str = "tasks";
+const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
+const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
+
+/// A cluster stand-in with the two images mapped to this build's binaries, a gateway
+/// serving the sample files, and a kubeconfig for both.
+struct Kube {
+    cluster: FakeCluster,
+    gateway: PlainGateway,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Kube {
+    fn start(extra_files: &[&[u8]]) -> Self {
+        let bin_dir = coordinator_bin().parent().unwrap().to_path_buf();
+        let cluster = FakeCluster::start(ClusterOptions {
+            images: vec![
+                (EXECUTOR_IMAGE.into(), bin_dir.join("runner")),
+                (FETCHER_IMAGE.into(), bin_dir.join("fetcher")),
+            ],
+            pod_backoff: Duration::from_millis(100),
+        });
+        let mut files: Vec<Vec<u8>> = [
+            "fib.wasm",
+            "fib-input.json",
+            "affine.wasm",
+            "affine-input.json",
+            "add.wasm",
+            "add-input.json",
+        ]
+        .iter()
+        .map(|f| std::fs::read(samples().join(f)).unwrap())
+        .collect();
+        // sample_mirror()'s copy of add's input (the placeholder uses host/wasm's file).
+        files.push(ADD_INPUT.as_bytes().to_vec());
+        files.extend(extra_files.iter().map(|f| f.to_vec()));
+        let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+        let gateway = PlainGateway::start(&refs, false);
+        let dir = tempfile::Builder::new()
+            .prefix("coord-kube-")
+            .tempdir()
+            .unwrap();
+        let kubeconfig = cluster.write_kubeconfig(dir.path(), NS);
+        Self {
+            cluster,
+            gateway,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// A `--once` coordinator on the kubernetes backend.
+    fn coord(&self) -> Coord {
+        let mut c = Coord::new();
+        self.kube_env(&mut c);
+        c
+    }
+
+    /// Replaces the cluster with an empty one on another port: the old address answers no
+    /// more, as when the API server is down.
+    fn stop_cluster(&mut self) {
+        self.cluster = FakeCluster::start(ClusterOptions::default());
+    }
+
+    fn kube_env(&self, c: &mut Coord) {
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .env("COORDINATOR_BACKEND", "kubernetes")
+            .env("COORDINATOR_NAMESPACE", NS)
+            .env("COORDINATOR_IPFS_ENDPOINT", self.gateway.url())
+            .env(
+                "COORDINATOR_JOB_TEMPLATE",
+                support::repo_root().join("k8s/job.yaml"),
+            )
+            .env("COORDINATOR_RETRY_BACKOFF_MS", "50");
+    }
+
+    fn tasks(&self, name: &str, lines: &[String]) -> PathBuf {
+        write_lines(self.dir.path(), name, lines)
+    }
+
+    /// The template with the runner's memory limit at `limit` and its wasm memory cap lifted.
+    fn template_with_memory_limit(&self, limit: &str) -> PathBuf {
+        let yaml = std::fs::read_to_string(support::repo_root().join("k8s/job.yaml")).unwrap();
+        let runner_resources = "requests: { cpu: 500m, memory: 512Mi }\n            limits: { cpu: 500m, memory: 512Mi }";
+        assert!(yaml.contains(runner_resources), "the template changed");
+        let yaml = yaml
+            .replace(
+                runner_resources,
+                &format!("requests: {{ cpu: 500m, memory: {limit} }}\n            limits: {{ cpu: 500m, memory: {limit} }}"),
+            )
+            .replace(
+                "            - name: OUTPUT_PATH\n",
+                "            - name: MAX_MEMORY\n              value: 1GiB\n            - name: OUTPUT_PATH\n",
+            );
+        let p = self.dir.path().join("job-small.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    fn expect_clean(&self, run: &Run) {
+        self.cluster.wait_until(
+            "every Job and pod deleted and no container left running",
+            Duration::from_secs(20),
+            |c| c.jobs(NS).is_empty() && c.pods(NS).is_empty() && c.running_processes() == 0,
+        );
+        for (method, path) in self.cluster.requests() {
+            assert!(
+                !(path.contains("configmaps") || path.contains("secrets")),
+                "{method} {path}: no ConfigMap or Secret is ever touched\n{}",
+                run.describe()
+            );
+        }
+    }
+
+    /// (reason, note) of the events recorded about Job `name`.
+    fn events_of(&self, job: &str) -> Vec<(String, String)> {
+        self.cluster
+            .events(NS)
+            .iter()
+            .filter(|e| {
+                e.pointer("/regarding/name")
+                    .or_else(|| e.pointer("/involvedObject/name"))
+                    .and_then(Value::as_str)
+                    == Some(job)
+            })
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                    e["note"]
+                        .as_str()
+                        .or_else(|| e["message"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn job_name(task_id: &str) -> String {
+    coordinator::job::job_name(task_id)
+}
+
+fn cid(bytes: &[u8]) -> String {
+    support::cid_of(bytes)
+}
+
+fn only_result(run: &Run) -> Value {
+    let results = run.results();
+    assert_eq!(results.len(), 1, "{}", run.describe());
+    results.into_iter().next().unwrap()
+}
+
+#[test]
+fn the_placeholder_tasks_run_as_jobs_end_to_end() {
+    let k = Kube::start(&[]);
+    let run = k.coord().arg("--concurrency").arg("3").run();
+    run.expect_code(0);
+    let by_id = run.by_id();
+    let expected = [
+        ("fib", json!([144])),
+        ("affine", json!([119])),
+        ("add", json!([5])),
+    ];
+    assert_eq!(by_id.len(), 3, "{}", run.describe());
+    for (id, value) in expected {
+        let r = &by_id[id];
+        assert_eq!(r["status"], "ok", "{id}: {}", run.describe());
+        assert_eq!(r["result"]["result"], value, "{id}");
+        assert_eq!(r["attempts"], 1, "{id}");
+        let events = k.events_of(&job_name(id));
+        let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(reasons, ["Created", "ResultPublished"], "{id}: {events:?}");
+        assert!(events[1].1.contains(&value.to_string()), "{events:?}");
+    }
+    k.expect_clean(&run);
+    // The pods fetched by CID through the gateway: modules never travel in the Job.
+    assert!(k.gateway.requests().iter().any(|r| r.status == 200));
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_fails_the_task_at_once_naming_it() {
+    let k = Kube::start(&[]);
+    let run = k
+        .coord()
+        .args(["--scenario", "fib", "--task-timeout", "3000"])
+        .env("COORDINATOR_FETCHER_IMAGE", "registry.invalid/fetcher:nope")
+        .run();
+    run.expect_code(1);
+    let r = only_result(&run);
+    assert_eq!(
+        (r["status"].as_str(), r["stage"].as_str()),
+        (Some("error"), Some("fetch"))
+    );
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("registry.invalid/fetcher:nope") && error.contains("ImagePull"),
+        "{error}"
+    );
+    assert_eq!(r["attempts"], 1, "a wrong image name is not retried");
+    assert!(
+        !run.killed_at_hang_bound,
+        "it did not wait for the deadline"
+    );
+    let events = k.events_of(&job_name("fib"));
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "TaskFailed" && n.contains("ImagePull")),
+        "{events:?}"
+    );
+    k.expect_clean(&run);
+}
+
+#[test]
+fn a_failed_fetch_is_named_from_the_init_container() {
+    let k = Kube::start(&[]);
+    let missing = cid(b"not on the gateway");
+    let tasks = k.tasks("t.jsonl", &[task_line("lost", &missing, None, None)]);
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--retries", "0"])
+        .run();
+    run.expect_code(1);
+    let r = only_result(&run);
+    assert_eq!(
+        (r["status"].as_str(), r["stage"].as_str()),
+        (Some("fetch_failed"), Some("fetch")),
+        "{}",
+        run.describe()
+    );
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("fetcher exited") && error.contains(&missing),
+        "{error}"
+    );
+    k.expect_clean(&run);
+}
+
+#[test]
+fn a_trap_fails_the_job_at_once_with_the_runners_result() {
+    let trap = wasm_of(r#"(module (func (export "boom") unreachable))"#);
+    let k = Kube::start(&[&trap]);
+    let tasks = k.tasks(
+        "t.jsonl",
+        &[task_line("boom", &cid(&trap), None, Some("boom"))],
+    );
+    let run = k.coord().arg("--tasks").arg(&tasks).run();
+    run.expect_code(0);
+    let r = only_result(&run);
+    assert_eq!(
+        (r["status"].as_str(), r["stage"].as_str()),
+        (Some("trap"), Some("run"))
+    );
+    assert_eq!(r["attempts"], 1);
+    assert_eq!(r["result"]["status"], "trap", "the runner's own result");
+    assert_eq!(
+        k.cluster.pods_created(NS, &job_name("boom")),
+        1,
+        "podFailurePolicy fails the Job on the runner's exit 2: no second pod"
+    );
+    k.expect_clean(&run);
+}
+
+#[test]
+fn an_oom_killed_runner_is_named() {
+    // Grows linear memory to 160 MiB and writes every page, over and over.
+    let hog = wasm_of(
+        r#"(module (memory 1)
+          (func (export "hog") (local $p i32) (local $round i32)
+            (drop (memory.grow (i32.const 2559)))
+            (loop $again
+              (local.set $p (i32.const 0))
+              (loop $page
+                (i32.store (local.get $p) (local.get $round))
+                (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+                (br_if $page (i32.lt_u (local.get $p) (i32.const 167772160))))
+              (local.set $round (i32.add (local.get $round) (i32.const 1)))
+              (br_if $again (i32.lt_u (local.get $round) (i32.const 1000))))))"#,
+    );
+    let k = Kube::start(&[&hog]);
+    let template = k.template_with_memory_limit("40Mi");
+    let tasks = k.tasks(
+        "t.jsonl",
+        &[task_line("hog", &cid(&hog), None, Some("hog"))],
+    );
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&tasks)
+        .env("COORDINATOR_JOB_TEMPLATE", &template)
+        .args(["--fuel", "0", "--retries", "0"])
+        .run();
+    let r = only_result(&run);
+    assert_eq!(r["status"], "error", "{}", run.describe());
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("OOMKilled") && error.contains("memory"),
+        "{error}"
+    );
+    k.expect_clean(&run);
+}
+
+#[test]
+fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted() {
+    let k = Kube::start(&[]);
+    let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
+    let input = cid(&std::fs::read(samples().join("fib-input.json")).unwrap());
+    // A Job of our name for another task, as another tool might have made it.
+    let mut foreign = coordinator::job::build_job(
+        &template(),
+        &coordinator::task::Task {
+            task_id: "someone-else".into(),
+            wasm_cid: fib.clone(),
+            input_cid: None,
+            entry: None,
+        },
+        &settings(&k),
+    );
+    // Of our name, but not labelled as ours: startup adoption (by label) leaves it alone.
+    foreign.metadata.name = Some(job_name("taken"));
+    foreign.metadata.labels = None;
+    k.cluster.create_job(NS, &foreign);
+    let tasks = k.tasks(
+        "t.jsonl",
+        &[
+            task_line("a_b", &fib, Some(&input), None),
+            task_line("a.b", &fib, Some(&input), None),
+            task_line("taken", &fib, Some(&input), None),
+        ],
+    );
+    assert_ne!(job_name("a_b"), job_name("a.b"));
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--concurrency", "3"])
+        .run();
+    let by_id = run.by_id();
+    for id in ["a_b", "a.b"] {
+        assert_eq!(by_id[id]["status"], "ok", "{id}: {}", run.describe());
+        assert_eq!(by_id[id]["result"]["result"], json!([144]));
+    }
+    let taken = &by_id["taken"];
+    assert_eq!(taken["status"], "error");
+    let error = taken["error"].as_str().unwrap();
+    assert!(
+        error.contains(&job_name("taken")) && error.contains("someone-else"),
+        "{error}"
+    );
+    // The foreign Job is not ours to delete.
+    k.cluster
+        .wait_until("our Jobs deleted", Duration::from_secs(20), |c| {
+            c.jobs(NS).len() == 1
+        });
+    assert_eq!(
+        k.cluster.jobs(NS)[0].metadata.annotations.as_ref().unwrap()["wasm-exec.io/task-id"],
+        "someone-else"
+    );
+}
+
+#[test]
+fn a_restarted_coordinator_adopts_the_running_job_and_publishes_its_result_once() {
+    let k = Kube::start(&[]);
+    let tasks = k.tasks(
+        "t.jsonl",
+        &[task_line(
+            "fib",
+            &cid(&std::fs::read(samples().join("fib.wasm")).unwrap()),
+            Some(&cid(
+                &std::fs::read(samples().join("fib-input.json")).unwrap()
+            )),
+            None,
+        )],
+    );
+    // The task stays in its fetch until released.
+    k.gateway.hold(true);
+    let first = k.coord().arg("--tasks").arg(&tasks).spawn();
+    k.cluster.wait_until(
+        "the first coordinator's Job",
+        Duration::from_secs(60),
+        |c| c.jobs(NS).len() == 1 && c.running_processes() > 0,
+    );
+    first.signal(Signal::SIGKILL);
+    let first = first.wait();
+    assert!(first.results().is_empty(), "{}", first.describe());
+    assert_eq!(
+        k.cluster.jobs(NS).len(),
+        1,
+        "the Job outlives its coordinator"
+    );
+
+    // The second has no task of its own: it finds the Job by its labels and adopts it.
+    let nothing = k.tasks("none.jsonl", &[]);
+    let second = k.coord().arg("--tasks").arg(&nothing).spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    k.gateway.hold(false);
+    let second = second.wait();
+    second.expect_code(0);
+    let r = only_result(&second);
+    assert_eq!(
+        (r["task_id"].as_str(), r["status"].as_str()),
+        (Some("fib"), Some("ok"))
+    );
+    assert_eq!(r["result"]["result"], json!([144]));
+    assert!(second.stderr.contains("adopting"), "{}", second.describe());
+    let creates = k
+        .cluster
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains("/jobs"))
+        .count();
+    assert_eq!(
+        creates,
+        1 + 1,
+        "one create, and one that found the Job and adopted it"
+    );
+    let events = k.events_of(&job_name("fib"));
+    let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["Created", "Adopted", "ResultPublished"],
+        "{events:?}"
+    );
+    assert_eq!(
+        k.cluster.pods_created(NS, &job_name("fib")),
+        1,
+        "the task ran once"
+    );
+    k.expect_clean(&second);
+}
+
+fn template() -> k8s_openapi::api::batch::v1::Job {
+    let path = support::repo_root().join("k8s/job.yaml");
+    coordinator::job::parse_template("k8s/job.yaml", &std::fs::read_to_string(path).unwrap())
+        .unwrap()
+}
+
+fn settings(k: &Kube) -> coordinator::job::JobSettings {
+    coordinator::job::JobSettings {
+        namespace: NS.into(),
+        executor_image: EXECUTOR_IMAGE.into(),
+        fetcher_image: FETCHER_IMAGE.into(),
+        gateway: k.gateway.url(),
+        task_timeout: Duration::from_secs(60),
+        fuel: 1_000_000,
+    }
+}
+
+/// A `--once` coordinator with leader election over `tasks`, a short Lease and no grace.
+fn elected(k: &Kube, tasks: &std::path::Path) -> Coord {
+    let mut c = k.coord();
+    c.arg("--tasks")
+        .arg(tasks)
+        .args([
+            "--leader-election",
+            "--concurrency",
+            "3",
+            "--grace-period",
+            "0",
+        ])
+        .env("COORDINATOR_LEASE_DURATION", "3");
+    c
+}
+
+fn lease_holder(k: &Kube) -> Option<String> {
+    k.cluster
+        .leases(NS)
+        .into_iter()
+        .find(|l| l.metadata.name.as_deref() == Some("wasm-exec-coordinator"))
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+fn job_creates(k: &Kube) -> usize {
+    k.cluster
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains("/jobs"))
+        .count()
+}
+
+fn sample_tasks(k: &Kube) -> PathBuf {
+    let (_mirror, samples) = support::sample_mirror();
+    let lines: Vec<String> = samples
+        .iter()
+        .map(|(id, (wasm, input, _))| task_line(id, wasm, Some(input), None))
+        .collect();
+    k.tasks("t.jsonl", &lines)
+}
+
+#[test]
+fn two_coordinators_one_leader_then_the_other_finishes_the_work_once() {
+    let k = Kube::start(&[]);
+    let tasks = sample_tasks(&k);
+    k.gateway.hold(true);
+    let a = elected(&k, &tasks).spawn();
+    let a_id = format!("-{}", a.child.id());
+    k.cluster
+        .wait_until("the leader's three Jobs", Duration::from_secs(60), |c| {
+            c.jobs(NS).len() == 3
+        });
+    assert!(
+        lease_holder(&k).is_some_and(|h| h.ends_with(&a_id)),
+        "{:?}",
+        lease_holder(&k)
+    );
+
+    let b = elected(&k, &tasks).spawn();
+    let b_id = format!("-{}", b.child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(job_creates(&k), 3, "the follower takes no task");
+
+    // The leader stops (a rolling update): its running tasks stay with their Jobs.
+    a.signal(Signal::SIGTERM);
+    let a = a.wait();
+    a.expect_code(0);
+    assert!(
+        a.results().is_empty(),
+        "nothing published twice: {}",
+        a.describe()
+    );
+    k.cluster.wait_until(
+        "the follower holding the Lease",
+        Duration::from_secs(30),
+        |_| lease_holder(&k).is_some_and(|h| h.ends_with(&b_id)),
+    );
+    k.gateway.hold(false);
+    let b = b.wait();
+    b.expect_code(0);
+    let by_id = b.by_id();
+    assert_eq!(b.results().len(), 3, "{}", b.describe());
+    for (id, value) in [
+        ("fib", json!([144])),
+        ("affine", json!([119])),
+        ("add", json!([5])),
+    ] {
+        assert_eq!(by_id[id]["status"], "ok", "{id}: {}", b.describe());
+        assert_eq!(by_id[id]["result"]["result"], value);
+        assert_eq!(
+            k.cluster.pods_created(NS, &job_name(id)),
+            1,
+            "{id} ran once"
+        );
+    }
+    k.expect_clean(&b);
+}
+
+#[test]
+fn a_leader_that_loses_its_lease_stops_at_once_and_leaves_the_jobs() {
+    let k = Kube::start(&[]);
+    let tasks = sample_tasks(&k);
+    k.gateway.hold(true);
+    let a = elected(&k, &tasks).spawn();
+    k.cluster
+        .wait_until("the leader's three Jobs", Duration::from_secs(60), |c| {
+            c.jobs(NS).len() == 3
+        });
+    // Someone else takes the Lease.
+    steal_lease(&k, "intruder");
+    let a = a.wait();
+    a.expect_code(1);
+    a.expect_stderr_mentions("lost the Lease", "why it stopped");
+    assert!(a.results().is_empty(), "{}", a.describe());
+    assert_eq!(
+        k.cluster.jobs(NS).len(),
+        3,
+        "the Jobs stay for the next leader"
+    );
+    assert_eq!(job_creates(&k), 3);
+}
+
+/// Makes `holder` the Lease's holder for a minute, as another replica would.
+fn steal_lease(k: &Kube, holder: &str) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::{Api, Patch, PatchParams};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&k.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let leases: Api<Lease> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        leases
+            .patch(
+                "wasm-exec-coordinator",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {
+                    "holderIdentity": holder,
+                    "acquireTime": now,
+                    "renewTime": now,
+                    "leaseDurationSeconds": 60,
+                }})),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn followers_are_ready_but_refuse_tasks_and_readiness_asks_the_api_server() {
+    let mut k = Kube::start(&[]);
+    let nothing = k.tasks("none.jsonl", &[]);
+    let service = |k: &Kube| {
+        // A long-running service (no --once), with its HTTP listener on a free port.
+        let mut c = Coord::bare();
+        k.kube_env(&mut c);
+        c.arg("--tasks")
+            .arg(&nothing)
+            .args(["--leader-election", "--listen", "127.0.0.1:0"])
+            .env("COORDINATOR_LEASE_DURATION", "3");
+        c.spawn()
+    };
+    let leader = service(&k);
+    leader.wait_for_log("holding the Lease", Duration::from_secs(30));
+    let follower = service(&k);
+    follower.wait_for_log("waiting to hold the Lease", Duration::from_secs(30));
+    let (lp, fp) = (leader.http_port(), follower.http_port());
+    let http = support::http::request;
+
+    let (status, body) = http(lp, "GET", "/readyz", b"");
+    assert_eq!((status, body.trim()), (200, "ready (leader)"));
+    let (status, body) = http(fp, "GET", "/readyz", b"");
+    assert_eq!(
+        status, 200,
+        "a follower is ready, so rolling updates proceed: {body}"
+    );
+    assert!(body.contains("follower"), "{body}");
+
+    let add = support::task_line(
+        "api-add",
+        "QmYyMt9rdrgr376CxpAoAGiT6xUo3bafoq4rzBxpQ2aScu",
+        Some("QmR7FbyEjeVvsctqBYCX16Snhogs6MYF3fssLF1tTw9dDN"),
+        None,
+    );
+    let (status, body) = http(fp, "POST", "/tasks", add.as_bytes());
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not the leader"), "{body}");
+    let (status, body) = http(lp, "POST", "/tasks", add.as_bytes());
+    assert_eq!(status, 202, "{body}");
+    let started = std::time::Instant::now();
+    let done = loop {
+        let (_, body) = http(lp, "GET", "/tasks/api-add", b"");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "done" {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["report"]["result"]["result"], json!([5]), "{done}");
+
+    // Without its API server, the leader is not ready, and says why.
+    k.stop_cluster();
+    let (status, body) = http(lp, "GET", "/readyz", b"");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Kubernetes API server"), "{body}");
+    for c in [&leader, &follower] {
+        c.signal(Signal::SIGTERM);
+    }
+    let _ = (leader.wait(), follower.wait());
+}
+
+#[test]
+fn a_template_that_cannot_serve_stops_startup_before_any_api_call() {
+    let k = Kube::start(&[]);
+    let no_runner = k.dir.path().join("no-runner.yaml");
+    std::fs::write(
+        &no_runner,
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      containers:\n        - name: main\n          image: x\n",
+    )
+    .unwrap();
+    let run = k.coord().env("COORDINATOR_JOB_TEMPLATE", &no_runner).run();
+    run.expect_code(2)
+        .expect_stderr_mentions("no container named `runner`", "what is wrong")
+        .expect_stderr_mentions("no-runner.yaml", "which file")
+        .expect_stderr_mentions("job_template", "which key");
+    let missing = k.dir.path().join("missing.yaml");
+    let run = k.coord().env("COORDINATOR_JOB_TEMPLATE", &missing).run();
+    run.expect_code(2)
+        .expect_stderr_mentions("missing.yaml", "which file")
+        .expect_stderr_mentions("cannot read it", "what is wrong");
+    assert!(
+        k.cluster.requests().is_empty(),
+        "{:?}",
+        k.cluster.requests()
+    );
+}
