@@ -758,6 +758,22 @@ mod tests {
     }
 
     #[test]
+    fn every_valid_lease_duration_gives_a_grace_below_it() {
+        Jail::expect_with(|jail| {
+            for d in [2u64, 3, 5, 15, 3600] {
+                jail.set_env("COORDINATOR_LEASE_DURATION", d);
+                let (duration, grace) =
+                    load_in(jail, &Overrides::default()).unwrap().lease_timing();
+                assert!(
+                    duration == d && grace >= 1 && grace < duration,
+                    "{d}: {grace}"
+                );
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_config_file_is_named() {
         let msg = error_for(&[(CONFIG_ENV, "nope.toml")]);
         assert!(

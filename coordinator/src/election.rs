@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError, LeaseParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -67,11 +67,13 @@ pub async fn lead(
         name: c.lease_name.clone(),
         source,
     };
+    // `config` checked 2 <= duration and grace = duration / 3 >= 1, so grace < duration (the
+    // conditions under which LeaseParams::new would panic). The field manager derives from
+    // the identity, so each replica's is its own.
+    let params = LeaseParams::new(identity, duration, grace);
     let manager = LeaseManagerBuilder::new(client, &c.lease_name)
         .with_namespace(&c.namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace(grace)
+        .with_parameters(params)
         .build()
         .await
         .map_err(fail)?;

@@ -195,6 +195,10 @@ fn the_placeholder_tasks_run_as_jobs_end_to_end() {
     k.expect_clean(&run);
     // The pods fetched by CID through the gateway: modules never travel in the Job.
     assert!(k.gateway.requests().iter().any(|r| r.status == 200));
+    assert!(
+        !k.cluster.requests().iter().any(|(_, p)| p.contains("/log")),
+        "the results came from the termination messages; no log was read"
+    );
 }
 
 #[test]
@@ -707,4 +711,41 @@ fn a_template_that_cannot_serve_stops_startup_before_any_api_call() {
         "{:?}",
         k.cluster.requests()
     );
+}
+
+#[test]
+fn without_a_termination_message_the_result_comes_from_the_runners_log() {
+    let k = Kube::start(&[]);
+    // The runner writes its termination message only where the file exists; here it does not.
+    let yaml = std::fs::read_to_string(support::repo_root().join("k8s/job.yaml")).unwrap();
+    let anchor = "            - name: OUTPUT_PATH\n";
+    assert!(yaml.contains(anchor), "the template changed");
+    let yaml = yaml.replace(
+        anchor,
+        &format!("            - name: TERMINATION_LOG\n              value: /nonexistent/termination-log\n{anchor}"),
+    );
+    let template = k.dir.path().join("job-no-message.yaml");
+    std::fs::write(&template, yaml).unwrap();
+    let run = k
+        .coord()
+        .args(["--scenario", "fib"])
+        .env("COORDINATOR_JOB_TEMPLATE", &template)
+        .run();
+    run.expect_code(0);
+    let r = only_result(&run);
+    assert_eq!(
+        (r["status"].as_str(), r["result"]["result"].clone()),
+        (Some("ok"), json!([144])),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        k.cluster
+            .requests()
+            .iter()
+            .any(|(m, p)| m == "GET" && p.contains("/log") && p.contains("container=runner")),
+        "{:?}",
+        k.cluster.requests()
+    );
+    k.expect_clean(&run);
 }
