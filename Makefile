@@ -13,12 +13,13 @@ all: build
 build:
 	$(CARGO) build --workspace --release
 
-## test: formatting, clippy, every unit/integration/end-to-end test, and the samples' rebuild check
+## test: formatting, clippy, shellcheck, every unit/integration/end-to-end test, and the samples' rebuild check
 test: lint unit wasm-check manifests-check
 
-lint:
+lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	shellcheck scripts/*.sh .ci/run
 
 # The end-to-end tests run the fetcher and runner binaries beside the coordinator's.
 unit:

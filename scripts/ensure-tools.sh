@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need beyond the Rust toolchain, when they
 # are missing: wabt (wat2wasm) and clang + lld + wasi-libc + the wasm32 compiler runtime, for
-# rebuilding and checking the sample modules in host/wasm. Runs apt-get as root, or through
+# rebuilding and checking the sample modules in host/wasm; shellcheck, for the scripts. Runs apt-get as root, or through
 # sudo; elsewhere it fails naming the packages, rather than letting a test skip silently.
 set -euo pipefail
 
 missing=()
 command -v wat2wasm >/dev/null 2>&1 || missing+=(wabt)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 [ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)

@@ -119,11 +119,11 @@ k get events --field-selector involvedObject.kind=Job --sort-by=.lastTimestamp 2
 step "the Lease (its holder is the leader)"
 k get lease wasm-exec-coordinator -o jsonpath='{.spec.holderIdentity}{"\n"}' 2>/dev/null || true
 
-missing=0
+absent=0
 for id in "${expected[@]}"; do
-  grep -q "$id" <<<"$results" || { echo "kind-demo: no result for ${id#*:} within ${FOLLOW_SECONDS}s" >&2; missing=1; }
+  grep -q "$id" <<<"$results" || { echo "kind-demo: no result for ${id#*:} within ${FOLLOW_SECONDS}s" >&2; absent=1; }
 done
-if [ $missing -ne 0 ]; then
+if [ $absent -ne 0 ]; then
   echo "kind-demo: 'make logs' follows the coordinators and the task pods; 'kubectl -n $NAMESPACE describe job -l app.kubernetes.io/managed-by=wasm-exec-coordinator' shows a running Job's story" >&2
   exit 1
 fi
