@@ -48,14 +48,16 @@ impl CarDecoder {
             let Some(header) = self.take_section(MAX_HEADER_LEN, "header")? else {
                 return Ok(None);
             };
-            self.roots = Some(parse_header(&header)?);
+            self.roots = Some(parse_header(&self.buf[header])?);
         }
         let Some(frame) = self.take_section(MAX_FRAME_LEN, "block frame")? else {
             return Ok(None);
         };
         self.frames += 1;
-        let (cid, used) = read_cid(&frame, "CAR frame")
+        let frame = &self.buf[frame];
+        let (cid, used) = read_cid(frame, "CAR frame")
             .map_err(|e| FetchError::Car(format!("frame {}: {e}", self.frames)))?;
+        // The block's one copy out of the buffer.
         Ok(Some((cid, frame[used..].to_vec())))
     }
 
@@ -75,8 +77,9 @@ impl CarDecoder {
         Ok(())
     }
 
-    /// A varint-length-prefixed section, if it has fully arrived.
-    fn take_section(&mut self, max: u64, what: &str) -> Result<Option<Vec<u8>>> {
+    /// Where in the buffer a varint-length-prefixed section is, if it has fully arrived; it
+    /// counts as read.
+    fn take_section(&mut self, max: u64, what: &str) -> Result<Option<std::ops::Range<usize>>> {
         let avail = &self.buf[self.start..];
         let (len, used) = match read_varint(avail) {
             Ok(v) => v,
@@ -93,8 +96,8 @@ impl CarDecoder {
         if avail.len() - used < len {
             return Ok(None);
         }
-        let section = avail[used..used + len].to_vec();
-        self.start += used + len;
+        let section = self.start + used..self.start + used + len;
+        self.start = section.end;
         Ok(Some(section))
     }
 }
