@@ -60,11 +60,12 @@ bench-fetcher:
 	$(CARGO) build --release -p fetcher
 	$(CARGO) bench -p fetcher --bench fetcher_vs_plain
 
-## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2, then POST /tasks at 100/s for 60 s
+## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2, POST /tasks at 100/s for 60 s, 100 tasks through the Kubernetes backend against the test stand-in
 bench-coordinator:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p coordinator --bench coordinator_local
 	$(CARGO) bench -p coordinator --bench coordinator_api
+	$(CARGO) bench -p coordinator --bench coordinator_kubernetes
 
 clean:
 	$(CARGO) clean
