@@ -594,18 +594,29 @@ fn a_leader_that_loses_its_lease_stops_at_once_and_leaves_the_jobs() {
     assert_eq!(job_creates(&k), 3);
 }
 
-/// Makes `holder` the Lease's holder for a minute, as another replica would.
-fn steal_lease(k: &Kube, holder: &str) {
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-    use kube::api::{Api, Patch, PatchParams};
+/// Runs `f` with a kube client of the stand-in, as another tool would use it.
+fn with_client<F, Fut>(k: &Kube, f: F)
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let kubeconfig = kube::config::Kubeconfig::read_from(&k.kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
-        let leases: Api<Lease> = Api::namespaced(kube::Client::try_from(config).unwrap(), NS);
+        f(kube::Client::try_from(config).unwrap()).await;
+    });
+}
+
+/// Makes `holder` the Lease's holder for a minute, as another replica would.
+fn steal_lease(k: &Kube, holder: &str) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::{Api, Patch, PatchParams};
+    with_client(k, |client| async move {
+        let leases: Api<Lease> = Api::namespaced(client, NS);
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         leases
             .patch(
@@ -621,6 +632,39 @@ fn steal_lease(k: &Kube, holder: &str) {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn a_job_deleted_by_someone_else_fails_its_task_naming_that() {
+    let k = Kube::start(&[]);
+    k.gateway.hold(true);
+    let running = k
+        .coord()
+        .args(["--scenario", "fib", "--retries", "0"])
+        .spawn();
+    k.cluster
+        .wait_until("the Job", Duration::from_secs(60), |c| {
+            c.jobs(NS).len() == 1
+        });
+    with_client(&k, |client| async move {
+        let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = kube::Api::namespaced(client, NS);
+        jobs.delete(&job_name("fib"), &kube::api::DeleteParams::background())
+            .await
+            .unwrap();
+    });
+    k.gateway.hold(false);
+    let run = running.wait();
+    run.expect_code(1);
+    let r = only_result(&run);
+    assert_eq!(r["status"], "error");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("deleted before it finished"),
+        "{}",
+        run.describe()
+    );
 }
 
 #[test]

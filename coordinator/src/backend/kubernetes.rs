@@ -3,8 +3,9 @@
 //!
 //! 1. create the Job, or adopt the one that already exists for the same task (same name,
 //!    same task-id annotation): a restarted coordinator never starts a task twice;
-//! 2. watch it until it is `Complete` or `Failed`, and watch its pods meanwhile so that an
-//!    image that cannot be pulled fails the task at once instead of at the deadline;
+//! 2. wait until it is `Complete` or `Failed`, watching its pods meanwhile so that an
+//!    image that cannot be pulled fails the task at once instead of at the deadline (one
+//!    watch on Jobs and one on pods for all tasks: [`JobWatch`]);
 //! 3. judge it from its newest pod: the runner's termination message, else its log;
 //! 4. after the report is published ([`Backend::release`]), delete the Job with background
 //!    propagation, so its pods go too. A coordinator that dies before publishing leaves
@@ -14,30 +15,25 @@
 //! `kubectl describe job` tell the story; failing to record one never fails a task.
 
 use std::collections::HashMap;
-use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::wait::await_condition;
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
+use crate::backend::job_watch::{JobWatch, JOB_NAME_LABEL};
 use crate::backend::{AttemptOutcome, Backend, BoxFuture};
 use crate::job::{
     build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
     DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
 };
-use crate::job_status::{fail_fast, job_finished, stage_times, verdict, verdict_from_log, Verdict};
+use crate::job_status::{stage_times, verdict, verdict_from_log, JobEnd, Verdict};
 use crate::task::{ReportStatus, Stage, Task, TaskReport};
 
-/// The label the Job controller puts on a Job's pods.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// How long past the Job's own deadline the coordinator waits before it gives up on it.
 const WAIT_SLACK: Duration = Duration::from_secs(60);
 /// How long a deleted Job may take to go before a retry creates it again.
@@ -69,6 +65,8 @@ pub struct KubernetesBackend {
     template: Job,
     settings: JobSettings,
     recorder: Recorder,
+    /// Started by the first task.
+    watch: OnceLock<JobWatch>,
     /// Job name → uid of the Jobs this coordinator created or adopted and has not released:
     /// for the events about them, and so that only those are ever deleted.
     uids: Mutex<HashMap<String, String>>,
@@ -114,6 +112,7 @@ impl KubernetesBackend {
             template,
             settings,
             recorder,
+            watch: OnceLock::new(),
             uids: Mutex::new(HashMap::new()),
         }
     }
@@ -285,60 +284,25 @@ impl KubernetesBackend {
         }
     }
 
-    /// Waits for the Job to finish; fails fast on a pod that cannot start.
-    async fn wait(&self, name: &str) -> Result<crate::job_status::JobEnd, Box<AttemptOutcome>> {
-        let finished = await_condition(self.jobs.clone(), name, |j: Option<&Job>| {
-            j.is_none_or(|j| job_finished(j).is_some())
-        });
-        let pods = watcher(
-            self.pods.clone(),
-            watcher::Config::default().labels(&format!("{JOB_NAME_LABEL}={name}")),
-        )
-        .default_backoff()
-        .applied_objects();
-        let stuck = async {
-            let mut pods = pin!(pods);
-            while let Some(event) = pods.next().await {
-                match event {
-                    Ok(pod) => {
-                        if let Some(outcome) = fail_fast(&pod) {
-                            return outcome;
-                        }
-                    }
-                    // The watcher retries with backoff; the Job watch decides the end.
-                    Err(e) => debug!(job = name, "watching the Job's pods: {e}"),
-                }
-            }
-            std::future::pending().await
-        };
-        tokio::select! {
-            done = finished => match done {
-                Ok(Some(job)) => match job_finished(&job) {
-                    Some(end) => Ok(end),
-                    None => Err(Box::new(AttemptOutcome::failed(ReportStatus::Error, Stage::Run, format!("Job {name}: the watch ended before the Job finished"), true))),
-                },
-                Ok(None) => Err(Box::new(AttemptOutcome::failed(
-                    ReportStatus::Error,
-                    Stage::Run,
-                    format!("Job {name} was deleted before it finished (by someone else?)"),
-                    true,
-                ))),
-                Err(e) => Err(Box::new(AttemptOutcome::failed(
-                    ReportStatus::Error,
-                    Stage::Run,
-                    format!("watching Job {name}: {e}"),
-                    true,
-                ))),
-            },
-            outcome = stuck => {
-                warn!(job = name, "{}", outcome.error.as_deref().unwrap_or_default());
-                Err(Box::new(outcome))
-            }
+    /// Waits for the Job to finish; fails fast on a pod that cannot start. The watches
+    /// start with the first task and are shared by all.
+    async fn wait(&self, name: &str) -> Result<JobEnd, Box<AttemptOutcome>> {
+        let watch = self
+            .watch
+            .get_or_init(|| JobWatch::start(self.jobs.clone(), self.pods.clone()));
+        let end = watch.finished(name, &self.settings.namespace).await;
+        if let Err(outcome) = &end {
+            warn!(
+                job = name,
+                "{}",
+                outcome.error.as_deref().unwrap_or_default()
+            );
         }
+        end
     }
 
     /// Judges the finished Job by its newest pod.
-    async fn collect(&self, name: &str, end: &crate::job_status::JobEnd) -> AttemptOutcome {
+    async fn collect(&self, name: &str, end: &JobEnd) -> AttemptOutcome {
         let pods = match self
             .pods
             .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))

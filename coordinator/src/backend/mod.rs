@@ -2,6 +2,7 @@
 //! `runner` binaries as child processes with the pod's environment contract; `kubernetes`
 //! runs one Job per task.
 
+mod job_watch;
 mod kubernetes;
 mod local;
 
