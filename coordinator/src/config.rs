@@ -758,6 +758,31 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_described_and_in_the_readme() {
+        let serde_json::Value::Object(fields) = serde_json::to_value(Config::default()).unwrap()
+        else {
+            panic!("Config serializes as an object");
+        };
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut described: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        fields.sort_unstable();
+        described.sort_unstable();
+        assert_eq!(
+            fields, described,
+            "KEYS (for --print-config) lists every key once"
+        );
+        let readme = include_str!("../../README.md");
+        for key in described {
+            let quoted = format!("`{key}`");
+            assert!(
+                readme.lines().any(|l| l.starts_with("| `")
+                    && l.split('|').nth(1).is_some_and(|c| c.contains(&quoted))),
+                "the README's configuration table lacks {key}"
+            );
+        }
+    }
+
+    #[test]
     fn every_valid_lease_duration_gives_a_grace_below_it() {
         Jail::expect_with(|jail| {
             for d in [2u64, 3, 5, 15, 3600] {
