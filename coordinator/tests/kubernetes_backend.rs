@@ -793,3 +793,20 @@ fn without_a_termination_message_the_result_comes_from_the_runners_log() {
     );
     k.expect_clean(&run);
 }
+
+#[test]
+fn without_a_cluster_to_talk_to_startup_says_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Coord::new()
+        .env("COORDINATOR_BACKEND", "kubernetes")
+        .env("COORDINATOR_IPFS_ENDPOINT", "http://127.0.0.1:9/ipfs")
+        .env(
+            "COORDINATOR_JOB_TEMPLATE",
+            support::repo_root().join("k8s/job.yaml"),
+        )
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .run();
+    run.expect_code(2)
+        .expect_stderr_mentions("KUBECONFIG", "where a client comes from")
+        .expect_stderr_mentions("backend = kubernetes", "which setting needs it");
+}
