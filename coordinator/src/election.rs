@@ -5,7 +5,11 @@
 //! - [`lead`] waits until this replica holds the Lease (or a stop is asked for first);
 //! - [`Held::on_loss`]: a leader that loses the Lease stops at once ([`Stop::Now`]), without
 //!   publishing or deleting anything, and exits non-zero; the new leader adopts the running
-//!   Jobs by label, so no task runs twice and no result is lost;
+//!   Jobs by label, so no task runs twice and no result is lost. Besides the lease manager's
+//!   word, the leader reads the Lease itself every `grace` seconds and stops when it cannot
+//!   confirm its hold for `duration - grace` (a partition from the API server): by the time
+//!   the Lease expires and another replica may take it, this one has stopped (client-go's
+//!   renew deadline; kube-lease-manager only reports changes it has seen);
 //! - [`Held::give_up`] releases the Lease on a clean exit, so a follower takes over at once
 //!   instead of after `lease_duration`.
 
@@ -13,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError, LeaseParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,6 +50,12 @@ pub enum ElectionError {
 /// This replica holds the Lease.
 #[derive(Debug)]
 pub struct Held {
+    leases: Api<Lease>,
+    name: String,
+    identity: String,
+    /// How often the hold is confirmed, and how long it may go unconfirmed.
+    confirm_every: Duration,
+    renew_deadline: Duration,
     leader: watch::Receiver<bool>,
     manager: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
     watchdog: Option<JoinHandle<()>>,
@@ -71,7 +82,7 @@ pub async fn lead(
     // conditions under which LeaseParams::new would panic). The field manager derives from
     // the identity, so each replica's is its own.
     let params = LeaseParams::new(identity, duration, grace);
-    let manager = LeaseManagerBuilder::new(client, &c.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &c.lease_name)
         .with_namespace(&c.namespace)
         .with_parameters(params)
         .build()
@@ -83,6 +94,11 @@ pub async fn lead(
         if *leader.borrow_and_update() {
             info!(lease = %what, identity, "holding the Lease: this replica takes tasks");
             return Ok(Some(Held {
+                leases: Api::namespaced(client.clone(), &c.namespace),
+                name: c.lease_name.clone(),
+                identity: identity.to_owned(),
+                confirm_every: Duration::from_secs(grace),
+                renew_deadline: Duration::from_secs(duration - grace),
                 leader,
                 manager: handle,
                 watchdog: None,
@@ -109,24 +125,47 @@ pub async fn lead(
 }
 
 impl Held {
-    /// On losing the Lease: stop the service at once and stop taking tasks.
+    /// On losing the Lease, or failing to confirm it in time: stop the service at once and
+    /// stop taking tasks.
     pub fn on_loss(&mut self, stop: Arc<watch::Sender<Stop>>, leading: Arc<AtomicBool>) {
         let mut leader = self.leader.clone();
         let lost = self.lost.clone();
         let what = self.what.clone();
+        let (leases, name, identity) = (
+            self.leases.clone(),
+            self.name.clone(),
+            self.identity.clone(),
+        );
+        let (every, deadline) = (self.confirm_every, self.renew_deadline);
         self.watchdog = Some(tokio::spawn(async move {
-            loop {
-                let holding = *leader.borrow_and_update();
-                if !holding {
-                    break;
+            let mut confirmed = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(every);
+            let why = loop {
+                tokio::select! {
+                    changed = leader.changed() => {
+                        if changed.is_err() || !*leader.borrow_and_update() {
+                            break "lost the Lease".to_string();
+                        }
+                    }
+                    _ = tick.tick() => match leases.get(&name).await {
+                        Ok(lease) => {
+                            let holder = lease.spec.and_then(|s| s.holder_identity);
+                            if holder.as_deref() == Some(identity.as_str()) {
+                                confirmed = tokio::time::Instant::now();
+                            } else {
+                                break format!("lost the Lease (its holder is now {})", holder.as_deref().unwrap_or("nobody"));
+                            }
+                        }
+                        Err(e) if confirmed.elapsed() >= deadline => {
+                            break format!("lost the Lease: its hold could not be confirmed for {} s ({e})", deadline.as_secs());
+                        }
+                        Err(e) => warn!(lease = %what, "cannot read the Lease to confirm the hold: {e}"),
+                    },
                 }
-                if leader.changed().await.is_err() {
-                    break;
-                }
-            }
+            };
             leading.store(false, Ordering::SeqCst);
             lost.store(true, Ordering::SeqCst);
-            error!(lease = %what, "lost the Lease: stopping at once; the new leader adopts the running Jobs");
+            error!(lease = %what, "{why}: stopping at once; the new leader adopts the running Jobs");
             let _ = stop.send(Stop::Now);
         }));
     }

@@ -810,3 +810,21 @@ fn without_a_cluster_to_talk_to_startup_says_how_to_give_one() {
         .expect_stderr_mentions("KUBECONFIG", "where a client comes from")
         .expect_stderr_mentions("backend = kubernetes", "which setting needs it");
 }
+
+#[test]
+fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_can_pass_on() {
+    let mut k = Kube::start(&[]);
+    let tasks = sample_tasks(&k);
+    k.gateway.hold(true);
+    let a = elected(&k, &tasks).spawn();
+    k.cluster
+        .wait_until("the leader's three Jobs", Duration::from_secs(60), |c| {
+            c.jobs(NS).len() == 3
+        });
+    // The API server goes away (a partition, as far as the leader can tell).
+    k.stop_cluster();
+    let a = a.wait();
+    a.expect_code(1)
+        .expect_stderr_mentions("could not be confirmed", "why it stopped");
+    assert!(a.results().is_empty(), "{}", a.describe());
+}
