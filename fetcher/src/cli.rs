@@ -71,7 +71,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Fetch CIDs: `get CID -o PATH`, or `get CID=PATH [CID=PATH]...`.
+    /// Fetch CIDs: `get CID -o PATH`, or `get CID=PATH [CID=PATH]...` (each pair is tried; the exit code is 1 if any failed).
     Get {
         /// A CID (with -o), or CID=PATH pairs.
         #[arg(value_name = "CID | CID=PATH", required = true)]

@@ -73,7 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|(c, p)| parse_cid(c).map(|cid| (cid, p.clone())))
                 .collect::<Result<Vec<_>, _>>()?;
-            fetch_all(&cli.net, &parsed)
+            // Every pair is tried; the command fails if any did.
+            fetch_all(&cli.net, &parsed, true)
         }
         None => {
             let Some(wasm) = cli.wasm_cid.filter(|c| !c.trim().is_empty()) else {
@@ -86,14 +87,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(input) = cli.input_cid.filter(|c| !c.trim().is_empty()) {
                 jobs.push((parse_cid(&input)?, cli.fetch_dir.join("input.json")));
             }
-            fetch_all(&cli.net, &jobs)
+            // The pod cannot run without both: stop at the first failure.
+            fetch_all(&cli.net, &jobs, false)
         }
     }
 }
 
+/// Fetches each (CID, path); with `keep_going`, a failure is logged and the rest are still
+/// tried, and the error at the end names every CID that failed.
 fn fetch_all(
     net: &fetcher::cli::NetArgs,
     jobs: &[(cid::Cid, std::path::PathBuf)],
+    keep_going: bool,
 ) -> anyhow::Result<()> {
     let opts = net.options()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -101,10 +106,27 @@ fn fetch_all(
         .build()?;
     runtime.block_on(async {
         let client = client(&opts)?;
+        let mut failed = Vec::new();
         for (cid, path) in jobs {
-            fetch_to_path(&client, &opts, cid, Path::new(path)).await?;
+            match fetch_to_path(&client, &opts, cid, Path::new(path)).await {
+                Ok(_) => {}
+                Err(e) if keep_going && jobs.len() > 1 => {
+                    tracing::error!(%cid, path = %path.display(), "{e:#}");
+                    failed.push(cid.to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "{} of {} fetches failed: {}",
+                failed.len(),
+                jobs.len(),
+                failed.join(", ")
+            )
+        }
     })
 }
 

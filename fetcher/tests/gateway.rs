@@ -715,6 +715,28 @@ fn mirror_file_named_by_its_cid() {
     }
 }
 
+#[test]
+fn get_tries_every_pair_and_names_each_that_failed() {
+    let here = vector("chunk-exact");
+    let absent = vector("hello-world");
+    let mirror = mirror_with(&[("here.bin", &here.content())]);
+    let dir = tempfile::tempdir().unwrap();
+    let (missing_out, good_out) = (dir.path().join("missing.bin"), dir.path().join("good.bin"));
+    let r = run(fetcher_get()
+        .arg("--mirror")
+        .arg(mirror.path())
+        .arg(format!("{}={}", absent.cidv0, missing_out.display()))
+        .arg(format!("{}={}", here.cidv1, good_out.display())));
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.contains("1 of 2 fetches failed") && r.stderr.contains(&absent.cidv0),
+        "{}",
+        r.describe()
+    );
+    assert_file_sha256(&good_out, &here.sha256, &r);
+    assert!(!missing_out.exists(), "nothing at a failed target");
+}
+
 fn init_container(gateway: &str, wasm_cid: &str, input_cid: Option<&str>, dir: &Path) -> Run {
     let mut cmd = fetcher();
     cmd.env("IPFS_GATEWAY", gateway)
