@@ -89,6 +89,25 @@ impl Summary {
     }
 }
 
+/// Resolves with a stop more urgent than `current`: any stop while running, [`Stop::Now`]
+/// during a graceful one (the Lease was lost meanwhile).
+async fn escalated(shutdown: &mut watch::Receiver<Stop>, current: Option<Stop>) -> Stop {
+    loop {
+        let asked = *shutdown.borrow_and_update();
+        let more_urgent = match current {
+            None => asked != Stop::No,
+            Some(Stop::Graceful) => asked == Stop::Now,
+            Some(_) => false,
+        };
+        if more_urgent {
+            return asked;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// The id of a joined task, whether it finished or was cancelled.
 fn joined_id(done: &Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
     match done {
@@ -228,7 +247,8 @@ pub async fn serve(
         let joined = tokio::select! {
             j = running.join_next_with_id() => j,
             () = tokio::time::sleep_until(deadline), if stopping.is_some() => break,
-            how = stopped(&mut shutdown), if stopping.is_none() => {
+            // A stop while running; or a graceful stop turned urgent, which ends the grace.
+            how = escalated(&mut shutdown, stopping), if stopping != Some(Stop::Now) => {
                 stopping = Some(how);
                 deadline = tokio::time::Instant::now() + grace(how);
                 info!(running = running.len(), "stopping: letting running tasks finish");
@@ -537,6 +557,34 @@ mod tests {
             .iter()
             .all(|r| r.status == ReportStatus::Interrupted));
         assert_eq!(summary.infrastructure_failures, 2);
+    }
+
+    #[tokio::test]
+    async fn an_urgent_stop_cuts_a_graceful_one_short() {
+        let mut b = Flaky::new(0, false, Duration::from_secs(60));
+        b.hands_over = true;
+        let mut s = settings(0);
+        s.grace_period = Duration::from_secs(60);
+        let (stop_tx, stop_rx) = watch::channel(Stop::No);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = stop_tx.send(Stop::Graceful);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = stop_tx.send(Stop::Now);
+            std::future::pending::<()>().await;
+        });
+        let serving = serve(
+            s,
+            Box::new(Tasks(vec![task("a")])),
+            Vec::new(),
+            Arc::new(b),
+            stop_rx,
+            Arc::new(Observers::default()),
+        );
+        let summary = tokio::time::timeout(Duration::from_secs(20), serving)
+            .await
+            .expect("Stop::Now ends the 60 s grace period at once");
+        assert_eq!(summary.total, 0);
     }
 
     #[tokio::test]

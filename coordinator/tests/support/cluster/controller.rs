@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::store::{Res, Selector, CONTROLLER_UID, JOB_NAME};
+use super::store::{ApiError, Res, Selector, Store, CONTROLLER_UID, JOB_NAME};
 use super::Cluster;
 
 /// What the controller remembers of a Job between passes.
@@ -223,7 +223,12 @@ fn reconcile(c: &Cluster, job: &Job, t: &mut Tracking) {
         }
         None if active.is_empty() && t.retry_at.is_none_or(|at| Instant::now() >= at) => {
             let pod = serde_json::to_value(pod_for(&spec, name, uid)).unwrap();
-            if c.create(Res::Pods, ns, pod).is_ok() {
+            // Only while the Job is still there: this pass read it before a delete may have.
+            let job_alive = |s: &Store| match s.get(Res::Jobs, ns, name) {
+                Ok(j) if j["metadata"]["uid"] == uid.as_str() => Ok(()),
+                _ => Err(ApiError::not_found(Res::Jobs, name)),
+            };
+            if c.create_if(Res::Pods, ns, pod, job_alive).is_ok() {
                 active_count += 1;
             }
         }

@@ -105,7 +105,22 @@ impl Cluster {
 
     /// Creates an object; a new pod goes to the kubelet.
     fn create(&self, res: Res, ns: &str, obj: Value) -> Result<Value, ApiError> {
-        let created = self.write(|s| s.create(res, ns, obj))?;
+        self.create_if(res, ns, obj, |_| Ok(()))
+    }
+
+    /// Creates an object if `check` passes, under the same lock (the Job controller's
+    /// pod create must not race a delete of its Job); a new pod goes to the kubelet.
+    fn create_if(
+        &self,
+        res: Res,
+        ns: &str,
+        obj: Value,
+        check: impl FnOnce(&Store) -> Result<(), ApiError>,
+    ) -> Result<Value, ApiError> {
+        let created = self.write(|s| {
+            check(s)?;
+            s.create(res, ns, obj)
+        })?;
         if res == Res::Pods {
             let pod = PodRef {
                 ns: ns.to_string(),
