@@ -212,9 +212,8 @@ async fn run(loaded: config::Loaded) -> ExitCode {
     let mut lease = None;
     if let (true, Some(k)) = (c.leader_election, &kube_backend) {
         match election::lead(&loaded, k.client().clone(), &identity, stop_rx.clone()).await {
-            Ok(Some(held)) => {
+            Ok(Some(mut held)) => {
                 leading.store(true, std::sync::atomic::Ordering::SeqCst);
-                let mut held = held;
                 held.on_loss(stop_tx.clone(), leading.clone());
                 lease = Some(held);
             }

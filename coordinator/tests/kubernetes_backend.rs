@@ -19,6 +19,12 @@ use support::{
 const NS: &str = "tasks";
 const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
 const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
+/// A line of the runner's env in the template, to insert variables before.
+const RUNNER_ENV_ANCHOR: &str = "            - name: OUTPUT_PATH\n";
+
+fn job_template() -> PathBuf {
+    support::repo_root().join("k8s/job.yaml")
+}
 
 /// A cluster stand-in with the two images mapped to this build's binaries, a gateway
 /// serving the sample files, and a kubeconfig for both.
@@ -86,10 +92,7 @@ impl Kube {
             .env("COORDINATOR_BACKEND", "kubernetes")
             .env("COORDINATOR_NAMESPACE", NS)
             .env("COORDINATOR_IPFS_ENDPOINT", self.gateway.url())
-            .env(
-                "COORDINATOR_JOB_TEMPLATE",
-                support::repo_root().join("k8s/job.yaml"),
-            )
+            .env("COORDINATOR_JOB_TEMPLATE", job_template())
             .env("COORDINATOR_RETRY_BACKOFF_MS", "50");
     }
 
@@ -97,23 +100,30 @@ impl Kube {
         write_lines(self.dir.path(), name, lines)
     }
 
-    /// The template with the runner's memory limit at `limit` and its wasm memory cap lifted.
-    fn template_with_memory_limit(&self, limit: &str) -> PathBuf {
-        let yaml = std::fs::read_to_string(support::repo_root().join("k8s/job.yaml")).unwrap();
-        let runner_resources = "requests: { cpu: 500m, memory: 512Mi }\n            limits: { cpu: 500m, memory: 512Mi }";
-        assert!(yaml.contains(runner_resources), "the template changed");
-        let yaml = yaml
-            .replace(
-                runner_resources,
-                &format!("requests: {{ cpu: 500m, memory: {limit} }}\n            limits: {{ cpu: 500m, memory: {limit} }}"),
-            )
-            .replace(
-                "            - name: OUTPUT_PATH\n",
-                "            - name: MAX_MEMORY\n              value: 1GiB\n            - name: OUTPUT_PATH\n",
-            );
-        let p = self.dir.path().join("job-small.yaml");
+    /// `k8s/job.yaml` with each (anchor, replacement) applied, written as `name`.
+    fn edited_template(&self, name: &str, edits: &[(&str, String)]) -> PathBuf {
+        let mut yaml = std::fs::read_to_string(job_template()).unwrap();
+        for (anchor, replacement) in edits {
+            assert!(yaml.contains(anchor), "the template changed: no {anchor:?}");
+            yaml = yaml.replace(anchor, replacement);
+        }
+        let p = self.dir.path().join(name);
         std::fs::write(&p, yaml).unwrap();
         p
+    }
+
+    /// The template with the runner's memory limit at `limit` and its wasm memory cap lifted.
+    fn template_with_memory_limit(&self, limit: &str) -> PathBuf {
+        self.edited_template(
+            "job-small.yaml",
+            &[
+                (
+                    "requests: { cpu: 500m, memory: 512Mi }\n            limits: { cpu: 500m, memory: 512Mi }",
+                    format!("requests: {{ cpu: 500m, memory: {limit} }}\n            limits: {{ cpu: 500m, memory: {limit} }}"),
+                ),
+                (RUNNER_ENV_ANCHOR, format!("            - name: MAX_MEMORY\n              value: 1GiB\n{RUNNER_ENV_ANCHOR}")),
+            ],
+        )
     }
 
     fn expect_clean(&self, run: &Run) {
@@ -456,9 +466,11 @@ fn a_restarted_coordinator_adopts_the_running_job_and_publishes_its_result_once(
 }
 
 fn template() -> k8s_openapi::api::batch::v1::Job {
-    let path = support::repo_root().join("k8s/job.yaml");
-    coordinator::job::parse_template("k8s/job.yaml", &std::fs::read_to_string(path).unwrap())
-        .unwrap()
+    coordinator::job::parse_template(
+        "k8s/job.yaml",
+        &std::fs::read_to_string(job_template()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn settings(k: &Kube) -> coordinator::job::JobSettings {
@@ -761,15 +773,13 @@ fn a_template_that_cannot_serve_stops_startup_before_any_api_call() {
 fn without_a_termination_message_the_result_comes_from_the_runners_log() {
     let k = Kube::start(&[]);
     // The runner writes its termination message only where the file exists; here it does not.
-    let yaml = std::fs::read_to_string(support::repo_root().join("k8s/job.yaml")).unwrap();
-    let anchor = "            - name: OUTPUT_PATH\n";
-    assert!(yaml.contains(anchor), "the template changed");
-    let yaml = yaml.replace(
-        anchor,
-        &format!("            - name: TERMINATION_LOG\n              value: /nonexistent/termination-log\n{anchor}"),
+    let template = k.edited_template(
+        "job-no-message.yaml",
+        &[(
+            RUNNER_ENV_ANCHOR,
+            format!("            - name: TERMINATION_LOG\n              value: /nonexistent/termination-log\n{RUNNER_ENV_ANCHOR}"),
+        )],
     );
-    let template = k.dir.path().join("job-no-message.yaml");
-    std::fs::write(&template, yaml).unwrap();
     let run = k
         .coord()
         .args(["--scenario", "fib"])
@@ -800,10 +810,7 @@ fn without_a_cluster_to_talk_to_startup_says_how_to_give_one() {
     let run = Coord::new()
         .env("COORDINATOR_BACKEND", "kubernetes")
         .env("COORDINATOR_IPFS_ENDPOINT", "http://127.0.0.1:9/ipfs")
-        .env(
-            "COORDINATOR_JOB_TEMPLATE",
-            support::repo_root().join("k8s/job.yaml"),
-        )
+        .env("COORDINATOR_JOB_TEMPLATE", job_template())
         .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
         .run();
     run.expect_code(2)

@@ -303,6 +303,9 @@ impl KubernetesBackend {
 
     /// Judges the finished Job by its newest pod.
     async fn collect(&self, name: &str, end: &JobEnd) -> AttemptOutcome {
+        // Listed afresh rather than read from the shared watch's cache: the Job and pod
+        // watches are separate streams, so the cached pod may not yet show the final state
+        // the Job's condition was set from.
         let pods = match self
             .pods
             .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
