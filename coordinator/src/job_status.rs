@@ -14,7 +14,8 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use runner::{ExitStatus, TaskResult};
+use pod::exit::runner as runner_exit;
+use runner::TaskResult;
 
 use crate::backend::AttemptOutcome;
 use crate::job::{FETCHER_CONTAINER, RUNNER_CONTAINER};
@@ -237,7 +238,7 @@ fn from_result(result: TaskResult, exit_code: i32) -> AttemptOutcome {
         status,
         stage: (status != ReportStatus::Ok).then_some(Stage::Run),
         error: result.error.clone(),
-        retryable: exit_code == i32::from(ExitStatus::RUNNER_FAILED),
+        retryable: exit_code == i32::from(runner_exit::RUNNER_FAILED),
         result: Some(result),
         stages: Vec::new(),
     }

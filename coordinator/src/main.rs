@@ -1,6 +1,5 @@
 //! The `coordinator` binary: configuration, logging, signals, then the service loop.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +18,6 @@ use coordinator::task::Task;
 use coordinator::{election, job};
 use k8s_openapi::api::batch::v1::Job;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 const EXIT_INFRA: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -58,7 +56,7 @@ struct Cli {
     overrides: Overrides,
 
     /// Log format on stderr: human or json.
-    #[arg(long = "log-format", env = "LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
 }
 
@@ -74,7 +72,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.log_format);
+    logging::init(
+        cli.log_format.parse().unwrap_or(logging::Format::Human),
+        "info",
+    );
     let loaded = match config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(l) => l,
         Err(e) => {
@@ -410,20 +411,5 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// Logs go to stderr; stdout carries only results. `RUST_LOG` overrides the level.
-fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    if format == "json" {
-        builder.json().with_current_span(true).init();
-    } else {
-        builder.init();
     }
 }

@@ -9,8 +9,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::fetch::{FetchOptions, Source};
 use crate::FetchError;
 
-pub const DEFAULT_FETCH_DIR: &str = "/mnt/input";
-
 const AFTER_HELP: &str = "\
 Init-container mode (no subcommand): fetches $WASM_CID to $FETCH_DIR/module.wasm and, when
 set, $INPUT_CID to $FETCH_DIR/input.json, from the gateways in $IPFS_GATEWAY (one URL or
@@ -41,15 +39,15 @@ pub struct Cli {
     pub net: NetArgs,
 
     /// Init mode: the module's CID, written to FETCH_DIR/module.wasm.
-    #[arg(long = "wasm-cid", env = "WASM_CID", value_name = "CID")]
+    #[arg(long = "wasm-cid", env = pod::env::WASM_CID, value_name = "CID")]
     pub wasm_cid: Option<String>,
 
     /// Init mode: the input's CID, written to FETCH_DIR/input.json (optional).
-    #[arg(long = "input-cid", env = "INPUT_CID", value_name = "CID")]
+    #[arg(long = "input-cid", env = pod::env::INPUT_CID, value_name = "CID")]
     pub input_cid: Option<String>,
 
     /// Init mode: where module.wasm and input.json go.
-    #[arg(long = "fetch-dir", env = "FETCH_DIR", value_name = "DIR", default_value = DEFAULT_FETCH_DIR)]
+    #[arg(long = "fetch-dir", env = pod::env::FETCH_DIR, value_name = "DIR", default_value = pod::path::INPUT_DIR)]
     pub fetch_dir: PathBuf,
 
     /// Log format on stderr.
@@ -67,6 +65,15 @@ pub struct Cli {
 pub enum LogFormat {
     Human,
     Json,
+}
+
+impl From<LogFormat> for logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Human => logging::Format::Human,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +112,7 @@ pub struct NetArgs {
     /// A gateway, tried in order (repeatable, or a comma list); `/ipfs` suffix optional; file:///dir is a mirror.
     #[arg(
         long = "gateway",
-        env = "IPFS_GATEWAY",
+        env = pod::env::IPFS_GATEWAY,
         value_name = "URL",
         value_delimiter = ',',
         global = true

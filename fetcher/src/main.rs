@@ -1,19 +1,16 @@
 //! The `fetcher` binary: parse, set up logging, run one command, map errors to exit codes.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fetcher::cid::parse_cid;
-use fetcher::cli::{targets, Cli, Command, LogFormat};
+use fetcher::cli::{targets, Cli, Command};
 use fetcher::fetch::{client, fetch_to_path, verify_car_file};
 use fetcher::importer::{cid_of_reader, Params};
 use fetcher::FetchError;
-use tracing_subscriber::EnvFilter;
 
-const FAILED: u8 = 1;
-const USAGE: u8 = 2;
+use pod::exit::fetcher::{FAILED, USAGE};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -27,7 +24,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    logging::init(cli.log_format.into(), "info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,9 +80,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into());
             };
-            let mut jobs = vec![(parse_cid(&wasm)?, cli.fetch_dir.join("module.wasm"))];
+            let mut jobs = vec![(
+                parse_cid(&wasm)?,
+                cli.fetch_dir.join(pod::path::MODULE_FILE),
+            )];
             if let Some(input) = cli.input_cid.filter(|c| !c.trim().is_empty()) {
-                jobs.push((parse_cid(&input)?, cli.fetch_dir.join("input.json")));
+                jobs.push((
+                    parse_cid(&input)?,
+                    cli.fetch_dir.join(pod::path::INPUT_FILE),
+                ));
             }
             // The pod cannot run without both: stop at the first failure.
             fetch_all(&cli.net, &jobs, false)
@@ -128,18 +131,4 @@ fn fetch_all(
             )
         }
     })
-}
-
-/// Logs go to stderr; stdout carries only `cid`'s output. `RUST_LOG` overrides the level.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

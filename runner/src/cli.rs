@@ -14,10 +14,6 @@ use crate::plain::PlainOptions;
 use crate::task::TaskOptions;
 use crate::wasi::Preopen;
 
-/// The default module path, where the `fetcher` init container writes it.
-pub const DEFAULT_WASM_PATH: &str = "/mnt/input/module.wasm";
-/// The default input path, used only when the file exists.
-pub const DEFAULT_INPUT_PATH: &str = "/mnt/input/input.json";
 /// Task mode's default fuel budget: about a minute of interpretation on a modern core.
 pub const DEFAULT_FUEL: u64 = 10_000_000_000;
 /// Task mode's default wall-clock timeout in seconds.
@@ -62,11 +58,11 @@ with the guest's exit code.",
 )]
 pub struct Cli {
     /// The module to run (task mode).
-    #[arg(long = "wasm", env = "WASM_PATH", value_name = "PATH", default_value = DEFAULT_WASM_PATH)]
+    #[arg(long = "wasm", env = pod::env::WASM_PATH, value_name = "PATH", default_value = pod::path::MODULE)]
     pub wasm: PathBuf,
 
     /// The input JSON, e.g. {"entry":"fib","args":[12]} [default: /mnt/input/input.json when it exists]
-    #[arg(long = "input", env = "INPUT_PATH", value_name = "PATH", value_parser = empty_or_path())]
+    #[arg(long = "input", env = pod::env::INPUT_PATH, value_name = "PATH", value_parser = empty_or_path())]
     pub input: Option<PathBuf>,
 
     /// Arguments as a JSON array, e.g. [13,9,2]; overrides the input's "args".
@@ -74,20 +70,20 @@ pub struct Cli {
     pub args_json: Option<String>,
 
     /// The function to call; overrides the input's "entry". Empty means not set.
-    #[arg(long, env = "ENTRY", value_name = "NAME")]
+    #[arg(long, env = pod::env::ENTRY, value_name = "NAME")]
     pub entry: Option<String>,
 
     /// Where to write the result JSON (atomically; parent directories are created).
     #[arg(
         long,
-        env = "OUTPUT_PATH",
+        env = pod::env::OUTPUT_PATH,
         value_name = "PATH",
-        default_value = "/mnt/shared/result.json"
+        default_value = pod::path::RESULT
     )]
     pub output: PathBuf,
 
     /// Wall-clock timeout in seconds (fractions allowed); 0 = none. Stops tight loops even with fuel off. [default: 60; none with --plain]
-    #[arg(long = "timeout", env = "TIMEOUT_SEC", value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long = "timeout", env = pod::env::TIMEOUT_SEC, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Timeout>,
 
     /// First argument of the `add(u64,u64)` fallback entry.
@@ -99,11 +95,11 @@ pub struct Cli {
     pub add_y: Option<u64>,
 
     /// The task id: put in the result and on every log line; seeds --deterministic.
-    #[arg(long = "task-id", env = "TASK_ID", value_name = "ID")]
+    #[arg(long = "task-id", env = pod::env::TASK_ID, value_name = "ID")]
     pub task_id: Option<String>,
 
     /// Fuel budget (about one unit per instruction); 0 turns metering off. Running out is the status out_of_fuel. [default: 10000000000; 0 with --plain]
-    #[arg(long, env = "FUEL", value_name = "UNITS")]
+    #[arg(long, env = pod::env::FUEL, value_name = "UNITS")]
     pub fuel: Option<u64>,
 
     /// Linear-memory cap, e.g. 256MiB, 1GiB, 65536 (bytes).
@@ -117,9 +113,9 @@ pub struct Cli {
     /// The termination message file; written only when it exists (Kubernetes creates it).
     #[arg(
         long = "termination-log",
-        env = "TERMINATION_LOG",
+        env = pod::env::TERMINATION_LOG,
         value_name = "PATH",
-        default_value = "/dev/termination-log"
+        default_value = pod::path::TERMINATION_LOG
     )]
     pub termination_log: PathBuf,
 
@@ -176,6 +172,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Human => logging::Format::Human,
+            LogFormat::Json => logging::Format::Json,
+        }
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Mode {
@@ -226,7 +231,7 @@ impl Cli {
         let input_path = match self.input {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p),
-            None => Some(PathBuf::from(DEFAULT_INPUT_PATH)).filter(|p| p.exists()),
+            None => Some(PathBuf::from(pod::path::INPUT)).filter(|p| p.exists()),
         };
         Ok(Mode::Task(Box::new(TaskOptions {
             task_id: self.task_id.filter(|t| !t.is_empty()),

@@ -18,4 +18,4 @@ pub mod result;
 pub mod task;
 pub mod wasi;
 
-pub use result::{ExitStatus, GuestOutput, Status, TaskResult, SCHEMA_VERSION};
+pub use result::{GuestOutput, Status, TaskResult, SCHEMA_VERSION};

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use pod::exit::runner as exit;
+
 use crate::args::shorten;
 
 /// Bumped when a field is renamed, retyped or removed.
@@ -55,35 +57,14 @@ impl Status {
     /// The runner's process exit code for this status (documented in `--help` and the README).
     pub fn exit_code(self) -> u8 {
         match self {
-            Status::Ok => ExitStatus::RESULT,
+            Status::Ok => exit::RESULT,
             Status::Trap | Status::OutOfFuel | Status::InvalidModule | Status::InvalidInput => {
-                ExitStatus::TASK_FAILED
+                exit::TASK_FAILED
             }
-            Status::Timeout => ExitStatus::TIMEOUT,
-            Status::Error => ExitStatus::RUNNER_FAILED,
+            Status::Timeout => exit::TIMEOUT,
+            Status::Error => exit::RUNNER_FAILED,
         }
     }
-
-    /// True when running the same task again would fail the same way.
-    pub fn is_deterministic_failure(self) -> bool {
-        self.exit_code() == ExitStatus::TASK_FAILED
-    }
-}
-
-/// The runner's exit codes. A Job's `podFailurePolicy` fails at once on `TASK_FAILED`.
-#[derive(Debug)]
-pub struct ExitStatus;
-
-impl ExitStatus {
-    /// A result was produced: the task ran and returned (or exited).
-    pub const RESULT: u8 = 0;
-    /// The runner itself could not do its job: unreadable files, bad flags. Worth a retry.
-    pub const RUNNER_FAILED: u8 = 1;
-    /// The task failed deterministically (trap, out of fuel, invalid module or input,
-    /// unknown entry). Running it again gives the same answer.
-    pub const TASK_FAILED: u8 = 2;
-    /// The wall-clock timeout fired.
-    pub const TIMEOUT: u8 = 3;
 }
 
 /// One captured guest stream, bounded.

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use runner::{ExitStatus, TaskResult};
+use pod::exit::runner as runner_exit;
+use runner::TaskResult;
 use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::debug;
@@ -187,7 +188,7 @@ impl LocalBackend {
             stage: (status != ReportStatus::Ok).then_some(Stage::Run),
             error: result.error.clone(),
             // Exit 1: the runner could not do its job; everything else is the task's answer.
-            retryable: code == Some(i32::from(ExitStatus::RUNNER_FAILED)),
+            retryable: code == Some(i32::from(runner_exit::RUNNER_FAILED)),
             result: Some(result),
             stages: Vec::new(),
         }
