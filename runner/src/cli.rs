@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::exec::Limits;
+use crate::limits::{Limits, DEFAULT_MAX_TABLE_ELEMENTS};
 use crate::plain::PlainOptions;
+use crate::result::MAX_OUTPUT_BYTES;
 use crate::task::TaskOptions;
 use crate::wasi::Preopen;
 
@@ -18,8 +19,6 @@ use crate::wasi::Preopen;
 pub const DEFAULT_FUEL: u64 = 10_000_000_000;
 /// Task mode's default wall-clock timeout in seconds.
 pub const DEFAULT_TIMEOUT_SEC: f64 = 60.0;
-/// Table elements allowed, all tables together (a DoS bound like the memory cap).
-pub const MAX_TABLE_ELEMENTS: usize = 10_000_000;
 
 const EXIT_CODES: &str = "\
 Exit codes (task mode):
@@ -102,12 +101,24 @@ pub struct Cli {
     #[arg(long, env = pod::env::FUEL, value_name = "UNITS")]
     pub fuel: Option<u64>,
 
-    /// Linear-memory cap, e.g. 256MiB, 1GiB, 65536 (bytes).
+    /// Linear-memory cap, all memories of the instance together, e.g. 256MiB, 1GiB, 65536 (bytes).
     #[arg(long = "max-memory", env = "MAX_MEMORY", value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_memory: usize,
 
-    /// Bytes of the guest's stdout kept in the result, and again of its stderr.
-    #[arg(long = "max-output", env = "MAX_OUTPUT", value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    /// Table cap: elements of all tables of the instance together.
+    #[arg(long = "max-table-elements", env = "MAX_TABLE_ELEMENTS", value_name = "N", default_value_t = DEFAULT_MAX_TABLE_ELEMENTS)]
+    pub max_table_elements: usize,
+
+    /// The largest module read; a larger one is an invalid module.
+    #[arg(long = "max-module-size", env = "MAX_MODULE_SIZE", value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_module_size: usize,
+
+    /// The largest input file read; a larger one is an invalid input.
+    #[arg(long = "max-input-size", env = "MAX_INPUT_SIZE", value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_input_size: usize,
+
+    /// Bytes of the guest's stdout kept in the result, and again of its stderr (at most 256KiB).
+    #[arg(long = "max-output", env = "MAX_OUTPUT", value_name = "SIZE", default_value = "64KiB", value_parser = parse_output_size)]
     pub max_output: usize,
 
     /// The termination message file; written only when it exists (Kubernetes creates it).
@@ -155,6 +166,11 @@ pub struct Cli {
     /// With --plain: the module to run.
     #[arg(value_name = "MODULE", requires = "plain")]
     pub module: Option<PathBuf>,
+
+    /// Internal: run the task in this process and print its result line; the runner
+    /// starts itself so, and publishes what its worker prints (see `supervise`).
+    #[arg(long, hide = true, conflicts_with = "plain")]
+    pub worker: bool,
 
     /// With --plain: the guest's arguments (argv[1..]), or --invoke's parameters.
     #[arg(
@@ -206,7 +222,7 @@ impl Cli {
         let limits = Limits {
             fuel,
             max_memory: self.max_memory,
-            max_table_elements: MAX_TABLE_ELEMENTS,
+            max_table_elements: self.max_table_elements,
             timeout,
         };
         let mut dirs = self.dirs;
@@ -218,6 +234,7 @@ impl Cli {
                 .ok_or("--plain needs a MODULE: runner --plain [OPTIONS] MODULE [ARGS]...")?;
             return Ok(Mode::Plain(Box::new(PlainOptions {
                 module,
+                max_module_size: self.max_module_size as u64,
                 invoke: self.invoke,
                 args: self.guest_args,
                 limits,
@@ -243,6 +260,8 @@ impl Cli {
             add_y: self.add_y,
             limits,
             max_output: self.max_output,
+            max_module_size: self.max_module_size as u64,
+            max_input_size: self.max_input_size as u64,
             env: self.env,
             dirs,
             deterministic: self.deterministic,
@@ -298,6 +317,19 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(1u64 << shift)
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `--max-output`: a size, at most [`MAX_OUTPUT_BYTES`] so that a result stays within its
+/// documented maximum.
+fn parse_output_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n > MAX_OUTPUT_BYTES {
+        return Err(format!(
+            "{s:?} is over the largest capture of {} KiB per stream",
+            MAX_OUTPUT_BYTES >> 10
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_dir(s: &str, writable: bool) -> Result<Preopen, String> {

@@ -14,6 +14,10 @@ use serde_json::Value;
 
 use crate::args::Signature;
 use crate::input::TaskInput;
+use crate::result::{cap_text, MAX_NAME_BYTES};
+
+/// Exports listed in an error, at most: a module may export 100 000 functions.
+pub const MAX_LISTED_EXPORTS: usize = 32;
 
 pub const START: &str = "_start";
 pub const INITIALIZE: &str = "_initialize";
@@ -81,14 +85,14 @@ pub fn plan(request: &Request, exports: &[Signature]) -> Result<Plan, EntryError
     let from_input = request.input.entry.as_deref().filter(|e| !e.is_empty());
     let (signature, source) = if let Some(name) = explicit {
         let sig = find(name).ok_or_else(|| EntryError::Unknown {
-            name: name.to_owned(),
+            name: cap_text(name, MAX_NAME_BYTES),
             from: "from --entry / ENTRY",
             exported: listing(),
         })?;
         (sig, EntrySource::Explicit)
     } else if let Some(name) = from_input {
         let sig = find(name).ok_or_else(|| EntryError::Unknown {
-            name: name.to_owned(),
+            name: cap_text(name, MAX_NAME_BYTES),
             from: "from \"entry\" in the input",
             exported: listing(),
         })?;
@@ -123,17 +127,29 @@ pub fn plan(request: &Request, exports: &[Signature]) -> Result<Plan, EntryError
     })
 }
 
-/// `fib(i32) -> i64, add(i64, i64) -> i64`, or a note that there is none.
+/// `fib(i32) -> i64, add(i64, i64) -> i64`, or a note that there is none; at most
+/// [`MAX_LISTED_EXPORTS`] of them, each name cut to 64 bytes, then how many more there are.
 pub fn describe_exports(exports: &[Signature]) -> String {
     if exports.is_empty() {
-        "no functions".to_owned()
-    } else {
-        exports
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        return "no functions".to_owned();
     }
+    let mut listed: Vec<String> = exports
+        .iter()
+        .take(MAX_LISTED_EXPORTS)
+        .map(|sig| {
+            let mut short = sig.clone();
+            short.name = cap_text(&sig.name, 64);
+            cap_text(&short.to_string(), 256)
+        })
+        .collect();
+    if exports.len() > MAX_LISTED_EXPORTS {
+        listed.push(format!(
+            "and {} more ({} exported functions)",
+            exports.len() - MAX_LISTED_EXPORTS,
+            exports.len()
+        ));
+    }
+    listed.join(", ")
 }
 
 #[cfg(test)]
@@ -244,6 +260,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .ends_with("no functions"));
+    }
+
+    #[test]
+    fn the_export_list_and_the_name_in_an_error_are_bounded() {
+        let many: Vec<Signature> = (0..100_000)
+            .map(|i| sig(&format!("f{i}_{}", "x".repeat(i % 300)), &[I32]))
+            .collect();
+        let req = Request {
+            entry: Some("e".repeat(1 << 20)),
+            ..Request::default()
+        };
+        let err = plan(&req, &many).unwrap_err().to_string();
+        assert!(err.len() < 16 * 1024, "{}", err.len());
+        assert!(
+            err.ends_with("and 99968 more (100000 exported functions)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,28 +16,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{debug, warn};
 use wasmi::errors::ErrorKind;
-use wasmi::{
-    CompilationMode, Config, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
-    TrapCode, Val,
-};
+use wasmi::{CompilationMode, Config, Engine, Linker, Module, Store, TrapCode, Val};
 
 use crate::args::{decode_args, encode_value, to_argv, Signature};
 use crate::entry::{self, Plan, Request, INITIALIZE};
+use crate::limits::InstanceLimiter;
+pub use crate::limits::Limits;
+use crate::result::one_line;
 use crate::result::Status;
 use crate::wasi::{self, WasiConfig, WasiCtx};
-
-/// Resource bounds of one run.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Fuel budget; `None` turns metering off (faster, but only the timeout bounds the run).
-    pub fuel: Option<u64>,
-    /// Bytes of linear memory, all memories together.
-    pub max_memory: usize,
-    /// Elements of all tables together.
-    pub max_table_elements: usize,
-    /// Wall-clock bound of instantiation plus the call; `None` waits forever.
-    pub timeout: Option<Duration>,
-}
 
 /// Everything one run needs.
 #[derive(Debug)]
@@ -85,7 +72,7 @@ struct Prepared {
 
 struct Host {
     wasi: WasiCtx,
-    limits: StoreLimits,
+    limiter: InstanceLimiter,
 }
 
 /// Runs `exec` to the end, or until its timeout.
@@ -166,10 +153,16 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     // as non-deterministic across implementations).
     config.compilation_mode(CompilationMode::LazyTranslation);
     let engine = Engine::new(&config);
+    if let Some(why) = not_a_core_module(&exec.module) {
+        return Err(Box::new(Outcome::failed(Status::InvalidModule, why)));
+    }
     let module = Module::new(&engine, &exec.module).map_err(|e| {
         Box::new(Outcome::failed(
             Status::InvalidModule,
-            format!("the module is not valid WebAssembly: {e}"),
+            format!(
+                "the module is not valid WebAssembly: {}",
+                one_line(&e.to_string())
+            ),
         ))
     })?;
     let exports: Vec<Signature> = module
@@ -186,6 +179,19 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     }
     let plan = entry::plan(&exec.request, &exports)
         .map_err(|e| Box::new(Outcome::failed(Status::InvalidInput, e.to_string())))?;
+    if plan.is_command()
+        && (!plan.signature.params.is_empty() || !plan.signature.results.is_empty())
+    {
+        // A WASI command's entry takes and returns nothing; its arguments are argv. This is
+        // the module's fault, and deterministic: not worth a retry.
+        return Err(Box::new(Outcome::failed(
+            Status::InvalidModule,
+            format!(
+                "`{}` must take and return nothing (the WASI command ABI); call another export with --entry / \"entry\" to pass it arguments",
+                plan.signature
+            ),
+        )));
+    }
     let params = if plan.is_command() {
         Vec::new()
     } else {
@@ -213,18 +219,14 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
         plan,
         params,
     } = prepared;
-    let store_limits = StoreLimitsBuilder::new()
-        .memory_size(limits.max_memory)
-        .table_elements(limits.max_table_elements)
-        .build();
     let mut store = Store::new(
         &engine,
         Host {
             wasi,
-            limits: store_limits,
+            limiter: InstanceLimiter::new(limits),
         },
     );
-    store.limiter(|host| &mut host.limits);
+    store.limiter(|host| &mut host.limiter);
     if let Some(fuel) = limits.fuel {
         if let Err(e) = store.set_fuel(fuel) {
             return Outcome::failed(Status::Error, format!("cannot set the fuel budget: {e}"));
@@ -243,8 +245,10 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
         return Outcome::failed(Status::Error, format!("cannot set up the WASI shim: {e}"));
     }
 
+    let mut instantiated = false;
     let calls = (|| -> Result<Vec<Val>, wasmi::Error> {
         let instance = linker.instantiate_and_start(&mut store, &module)?;
+        instantiated = true;
         if plan.initialize {
             // Its signature was checked in `prepare`.
             let init = instance.get_typed_func::<(), ()>(&store, INITIALIZE)?;
@@ -287,10 +291,18 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
                 fuel_consumed: None,
                 error: None,
             },
-            None => {
-                let (status, message) = classify(&e);
-                Outcome::failed(status, message)
-            }
+            None => match (store.data().limiter.denied(), instantiated) {
+                // Instantiation failed because the module's own memories or tables exceed
+                // the caps: the module cannot run here, whatever its input.
+                (Some(denial), false) => Outcome::failed(
+                    Status::InvalidModule,
+                    format!("the module cannot be instantiated: {denial}"),
+                ),
+                _ => {
+                    let (status, message) = classify(&e);
+                    Outcome::failed(status, message)
+                }
+            },
         },
     };
     outcome.fuel_consumed = fuel_consumed;
@@ -299,6 +311,7 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
 
 /// Maps a wasmi error to the task status it means, with a message for people.
 pub fn classify(e: &wasmi::Error) -> (Status, String) {
+    let e_kind = e.kind();
     if let Some(code) = e.as_trap_code() {
         return match code {
             TrapCode::OutOfFuel => (
@@ -312,7 +325,8 @@ pub fn classify(e: &wasmi::Error) -> (Status, String) {
             _ => (Status::Trap, format!("wasm trap: {code}")),
         };
     }
-    match e.kind() {
+    let e = one_line(&e.to_string());
+    match e_kind {
         ErrorKind::Linker(_) | ErrorKind::Instantiation(_) => (
             Status::InvalidModule,
             format!("the module cannot be instantiated: {e}"),
@@ -329,7 +343,48 @@ pub fn classify(e: &wasmi::Error) -> (Status, String) {
         ),
         // Host errors come from the WASI shim (an unsupported call that cannot return an
         // errno) and messages from our own checks above: both stop the guest, like a trap.
-        ErrorKind::Host(_) | ErrorKind::Message(_) => (Status::Trap, format!("{e}")),
+        ErrorKind::Host(_) | ErrorKind::Message(_) => (Status::Trap, e),
+        // A call whose arguments do not fit the function: the arguments are checked
+        // before the call, so this is the task's input, never the machinery.
+        ErrorKind::Func(_) => (
+            Status::InvalidInput,
+            format!("the call does not fit the function: {e}"),
+        ),
         _ => (Status::Error, format!("execution failed: {e}")),
+    }
+}
+
+/// Why `bytes` is not a core WebAssembly module, judged from its 8-byte preamble, so that a
+/// wrong file is named plainly (wasmi's own message dumps the bytes over several lines).
+pub fn not_a_core_module(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    const VERSION_1: [u8; 4] = [1, 0, 0, 0];
+    let head = |n: usize| {
+        bytes[..n.min(bytes.len())]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if bytes.len() < 4 || &bytes[..4] != MAGIC {
+        return Some(format!(
+            "the module is not WebAssembly: it starts with [{}], not the magic bytes [00 61 73 6d] (\"\\0asm\"); was the wrong file fetched?",
+            head(4)
+        ));
+    }
+    match bytes.get(4..8) {
+        None => Some(format!(
+            "the module is not valid WebAssembly: it ends after {} bytes, inside its 8-byte preamble",
+            bytes.len()
+        )),
+        Some(v) if v == VERSION_1 => None,
+        // Layer 1 with version 0x0d: the component model's binary format.
+        Some([_, _, 1, 0]) => Some(
+            "the module is a WebAssembly component, not a core module; the runner runs core modules (wasm32-wasip1, wasm32-unknown-unknown)".into(),
+        ),
+        Some(_) => Some(format!(
+            "the module is not a WebAssembly 1.0 core module: its version field is [{}], not [01 00 00 00]",
+            head(8).get(12..).unwrap_or_default()
+        )),
     }
 }

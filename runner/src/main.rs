@@ -1,12 +1,12 @@
 //! The `runner` binary: parse the command line, set up logging, run one mode.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use pod::exit::runner as exit;
 use runner::cli::{Cli, Mode};
-use runner::result::Status;
-use runner::{plain, report, task};
+use runner::{plain, supervise, task};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     );
     let termination_log = cli.termination_log.clone();
     let output = cli.output.clone();
+    let worker = cli.worker;
     match cli.into_mode() {
         Err(message) => {
             eprintln!("runner: {message}");
@@ -38,19 +39,22 @@ fn main() -> ExitCode {
             let span =
                 tracing::info_span!("task", task_id = opts.task_id.as_deref().unwrap_or("-"));
             let _entered = span.enter();
+            if !worker {
+                return ExitCode::from(supervise::supervise(&opts, &output, &termination_log));
+            }
+            // The worker: run, print the one result line for the supervisor, and leave at
+            // once (after a timeout the guest thread may still be spinning).
             let result = task::run_task(&opts);
-            let code = match report::publish(&result, &output, &termination_log) {
+            let mut out = std::io::stdout().lock();
+            let printed = writeln!(out, "{}", result.to_bounded_line()).and_then(|()| out.flush());
+            let code = match printed {
                 Ok(()) => result.status.exit_code(),
                 Err(e) => {
-                    tracing::error!("{e}");
+                    tracing::error!("cannot hand the result to the supervisor: {e}");
                     exit::RUNNER_FAILED
                 }
             };
-            if result.status == Status::Timeout {
-                // The guest thread may still be spinning: leave now rather than join it.
-                std::process::exit(i32::from(code));
-            }
-            ExitCode::from(code)
+            std::process::exit(i32::from(code))
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::entry::{Request, START};
 use crate::exec::{execute, Execution, Limits};
 use crate::result::Status;
-use crate::task::{determinism, program_name};
+use crate::task::{determinism, program_name, read_capped, ReadError};
 use crate::wasi::{OutputSink, Preopen, StdinSource, WasiConfig};
 
 /// Exit code after a trap or running out of fuel: 128 + SIGABRT, as wasmtime does.
@@ -23,6 +23,7 @@ pub const EXIT_ERROR: u8 = 1;
 #[derive(Debug, Clone)]
 pub struct PlainOptions {
     pub module: PathBuf,
+    pub max_module_size: u64,
     /// Call this export instead of `_start`.
     pub invoke: Option<String>,
     /// argv[1..] for `_start`, or the parameters of `invoke`.
@@ -36,9 +37,17 @@ pub struct PlainOptions {
 
 /// Runs the module and returns the process exit code.
 pub fn run_plain(opts: PlainOptions) -> u8 {
-    let module = match std::fs::read(&opts.module) {
+    let module = match read_capped(&opts.module, opts.max_module_size) {
         Ok(m) => m,
-        Err(e) => {
+        Err(ReadError::TooLarge) => {
+            eprintln!(
+                "runner: the module {} is larger than the cap of {} bytes (--max-module-size)",
+                opts.module.display(),
+                opts.max_module_size
+            );
+            return EXIT_ERROR;
+        }
+        Err(ReadError::Io(e)) => {
             eprintln!(
                 "runner: cannot read the module {}: {e}",
                 opts.module.display()

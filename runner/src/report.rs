@@ -1,9 +1,18 @@
 //! Writing the result to its three places: the result file (atomically), the termination
-//! message file (cut to 4096 bytes, only when it exists) and the last line of stdout.
+//! message file (cut to 4096 bytes, only when it exists) and the last line of stdout. Every
+//! copy is held to the result's caps ([`TaskResult::to_bounded_line`]).
+//!
+//! The result file is replaced through a temp file and a rename only when it is a regular
+//! file or does not exist yet. Anything else at that path is never replaced: a character
+//! device (`/dev/null`, `/dev/stdout`) or a FIFO with a reader is written in place, a
+//! symlink is followed to what it names, and a directory, socket or FIFO without a reader
+//! is refused by name.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 use crate::result::{TaskResult, TERMINATION_MESSAGE_LIMIT};
 
@@ -32,8 +41,8 @@ pub fn publish(
     output: &Path,
     termination_log: &Path,
 ) -> Result<(), ReportError> {
-    let line = result.to_line();
-    let written = write_atomic(output, format!("{line}\n").as_bytes()).map_err(|source| {
+    let line = result.to_bounded_line();
+    let written = write_result_file(output, format!("{line}\n").as_bytes()).map_err(|source| {
         ReportError::Output {
             path: output.to_owned(),
             source,
@@ -55,11 +64,88 @@ fn write_termination_message(path: &Path, result: &TaskResult) -> Result<(), Rep
     if !path.exists() {
         return Ok(());
     }
-    let msg = result.fit_to(TERMINATION_MESSAGE_LIMIT);
+    let mut capped = result.clone();
+    capped.cap_fields();
+    let msg = capped.fit_to(TERMINATION_MESSAGE_LIMIT);
     fs::write(path, msg).map_err(|source| ReportError::Termination {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Writes the result file: atomically when `path` is a regular file or nothing yet, in
+/// place when it is a character device or a FIFO with a reader; a symlink is followed;
+/// anything else is refused, naming what is there.
+pub fn write_result_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let target = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
+            Ok(resolved) => resolved,
+            // A dangling link: create what it names, as a write through it would.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => resolve_dangling(path)?,
+            Err(e) => return Err(e),
+        },
+        _ => path.to_owned(),
+    };
+    let kind = match fs::metadata(&target) {
+        Ok(m) => m.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return write_atomic(&target, bytes),
+        Err(e) => return Err(e),
+    };
+    if kind.is_file() {
+        write_atomic(&target, bytes)
+    } else if kind.is_char_device() || kind.is_fifo() {
+        // Never replaced by a regular file. O_NONBLOCK: a FIFO without a reader fails at
+        // once (ENXIO) instead of hanging the runner; a device ignores the flag.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&target)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is a {} that cannot be opened for writing: {e}",
+                        target.display(),
+                        describe(kind)
+                    ),
+                )
+            })?;
+        f.write_all(bytes)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a {}, not a file; the result is written only to a regular file (replaced atomically), a character device or a FIFO",
+                target.display(),
+                describe(kind)
+            ),
+        ))
+    }
+}
+
+/// The path a dangling symlink names, resolved against the link's directory.
+fn resolve_dangling(link: &Path) -> io::Result<PathBuf> {
+    let to = fs::read_link(link)?;
+    Ok(match link.parent() {
+        Some(dir) if to.is_relative() => dir.join(to),
+        _ => to,
+    })
+}
+
+fn describe(kind: fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename, so a

@@ -4,8 +4,15 @@
 //! reads this type; nothing else defines these fields. The schema is versioned by
 //! [`SCHEMA_VERSION`]: fields may be added within a version, never renamed or retyped.
 //!
-//! Pure: building, serializing and cutting to fit the 4096-byte termination message.
-//! Writing the three copies is in [`crate::report`].
+//! Pure: building, serializing, holding every field that a module or a task author controls
+//! to its cap ([`TaskResult::cap_fields`]), and cutting to fit a size: the 4096-byte
+//! termination message, and [`MAX_RESULT_BYTES`] everywhere else, so a reader can rely on
+//! the size of any result. Writing the three copies is in [`crate::report`].
+//!
+//! Caps (the README's "The result" lists them): `task_id` and `entry`
+//! [`MAX_NAME_BYTES`], `error` [`MAX_ERROR_BYTES`], `args` [`MAX_ARGS_BYTES`] of JSON,
+//! each captured stream `--max-output` (at most [`MAX_OUTPUT_BYTES`]). A field that was cut
+//! is named in `elided`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +26,19 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Kubernetes reads at most this many bytes of a container's termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// The largest result line the runner writes anywhere (result file, stdout), newline
+/// excluded. Readers (the coordinator) may refuse anything longer.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// Cap of `task_id` and `entry` as echoed in the result.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Cap of `error`. Errors that list things (a module's exports) list only the first few.
+pub const MAX_ERROR_BYTES: usize = 4096;
+/// Cap of `args` as echoed in the result, in bytes of JSON: whole arguments are kept from
+/// the first while they fit.
+pub const MAX_ARGS_BYTES: usize = 16 * 1024;
+/// The largest `--max-output`: bytes kept of the guest's stdout, and again of its stderr.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 /// How a task ended. Serialized in snake_case (`out_of_fuel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +155,8 @@ pub struct TaskResult {
     pub module_sha256: Option<String>,
     /// What went wrong, for every status but `ok`.
     pub error: Option<String>,
-    /// Fields emptied to fit the termination message (only ever set there).
+    /// Fields cut to their caps, or emptied to fit where the result was written (the
+    /// termination message); left out when nothing was cut.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub elided: Vec<String>,
 }
@@ -172,6 +193,57 @@ impl TaskResult {
         })
     }
 
+    /// Holds every field that a module or task author controls to its cap (see the module
+    /// docs), naming each field cut in `elided`.
+    pub fn cap_fields(&mut self) {
+        let mut cut = Vec::new();
+        for (name, field, max) in [
+            ("task_id", &mut self.task_id, MAX_NAME_BYTES),
+            ("entry", &mut self.entry, MAX_NAME_BYTES),
+            ("error", &mut self.error, MAX_ERROR_BYTES),
+        ] {
+            if let Some(text) = field.as_mut() {
+                if text.len() > max {
+                    *text = cap_text(text, max);
+                    cut.push(name);
+                }
+            }
+        }
+        if json_len(&self.args) > MAX_ARGS_BYTES {
+            let mut used = 2; // the brackets
+            let keep = self
+                .args
+                .iter()
+                .take_while(|a| {
+                    used += json_len(a) + 1;
+                    used <= MAX_ARGS_BYTES
+                })
+                .count();
+            self.args.truncate(keep);
+            cut.push("args");
+        }
+        for (name, out) in [("stdout", &mut self.stdout), ("stderr", &mut self.stderr)] {
+            if out.text.len() > MAX_OUTPUT_BYTES {
+                out.text = cap_text(&out.text, MAX_OUTPUT_BYTES);
+                out.truncated = true;
+                cut.push(name);
+            }
+        }
+        for name in cut {
+            if !self.elided.iter().any(|e| e == name) {
+                self.elided.push(name.to_owned());
+            }
+        }
+    }
+
+    /// The line written to the result file and stdout: fields capped, then cut to
+    /// [`MAX_RESULT_BYTES`] if escaping still made it longer.
+    pub fn to_bounded_line(&self) -> String {
+        let mut r = self.clone();
+        r.cap_fields();
+        r.fit_to(MAX_RESULT_BYTES)
+    }
+
     /// The result cut to fit `limit` bytes, still valid JSON: captured output goes first,
     /// then the error message and arguments are shortened, then the arguments and results
     /// are dropped. Every field emptied is listed in `elided`.
@@ -206,6 +278,78 @@ impl TaskResult {
         cut.error = cut.error.as_deref().map(|e| shorten(e, 256));
         cut.elided.push("task_id".into());
         cut.to_line()
+    }
+
+    /// The last line of `text` that is a result object: how a reader finds the result in a
+    /// runner's stdout or a container's log, where other lines may come before it.
+    /// Lines longer than [`MAX_RESULT_BYTES`] are not results and are skipped unread.
+    pub fn last_in(text: &str) -> Option<TaskResult> {
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .filter(|l| l.starts_with('{') && l.len() <= MAX_RESULT_BYTES)
+            .find_map(|l| serde_json::from_str(l).ok())
+    }
+}
+
+/// `text` cut at a character boundary to at most `max` bytes, the cut marked with `…`.
+pub fn cap_text(text: &str, max: usize) -> String {
+    const MARK: &str = "…";
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
+/// `text` on one line: every run of whitespace that holds a line break becomes one space.
+/// Messages from libraries sometimes embed pretty-printed values.
+pub fn one_line(text: &str) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() {
+            run.push(c);
+            continue;
+        }
+        if !run.is_empty() {
+            out.push_str(if run.contains(['\n', '\r']) {
+                " "
+            } else {
+                &run
+            });
+            run.clear();
+        }
+        out.push(c);
+    }
+    if !run.is_empty() && !run.contains(['\n', '\r']) {
+        out.push_str(&run);
+    }
+    out
+}
+
+/// Bytes of `value` as compact JSON, without building the text.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Reads the module and the input, runs the entry, and builds the one result object. Every
 //! failure becomes a result with a status; only [`crate::report`] can still fail after this.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -32,6 +33,9 @@ pub struct TaskOptions {
     pub limits: Limits,
     /// Bytes kept of the guest's stdout, and again of its stderr.
     pub max_output: usize,
+    /// The largest module and input file read; a larger one fails the task, named.
+    pub max_module_size: u64,
+    pub max_input_size: u64,
     pub env: Vec<(String, String)>,
     pub dirs: Vec<Preopen>,
     pub deterministic: bool,
@@ -46,9 +50,17 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
         r
     };
 
-    let module = match std::fs::read(&opts.wasm_path) {
+    let module = match read_capped(&opts.wasm_path, opts.max_module_size) {
         Ok(m) => m,
-        Err(e) => {
+        Err(ReadError::TooLarge) => {
+            let msg = format!(
+                "the module {} is larger than the cap of {} bytes (--max-module-size / MAX_MODULE_SIZE)",
+                opts.wasm_path.display(),
+                opts.max_module_size
+            );
+            return fail(result, Status::InvalidModule, msg);
+        }
+        Err(ReadError::Io(e)) => {
             let msg = format!("cannot read the module {}: {e}", opts.wasm_path.display());
             return fail(result, Status::Error, msg);
         }
@@ -57,8 +69,16 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
 
     let input = match &opts.input_path {
         None => TaskInput::default(),
-        Some(path) => match std::fs::read(path) {
-            Err(e) => {
+        Some(path) => match read_capped(path, opts.max_input_size) {
+            Err(ReadError::TooLarge) => {
+                let msg = format!(
+                    "the input {} is larger than the cap of {} bytes (--max-input-size / MAX_INPUT_SIZE)",
+                    path.display(),
+                    opts.max_input_size
+                );
+                return fail(result, Status::InvalidInput, msg);
+            }
+            Err(ReadError::Io(e)) => {
                 let msg = format!("cannot read the input {}: {e}", path.display());
                 return fail(result, Status::Error, msg);
             }
@@ -135,6 +155,32 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
         "task finished"
     );
     result
+}
+
+/// Why a file could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// It holds more than the cap (a device such as `/dev/zero` never ends).
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads `path` whole, but never more than `cap` bytes: whatever the file is (a regular
+/// file, a pipe, a device), memory stays bounded by the cap.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if hint > cap {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// `--deterministic`: clocks and random bytes seeded from the task id (no id is the empty

@@ -91,6 +91,11 @@ impl Sandbox {
 
     /// The runner with a clean environment, writing its result inside the sandbox.
     pub fn runner(&self) -> Command {
+        self.runner_writing_to(&self.path("out/result.json"))
+    }
+
+    /// The runner with a clean environment, writing its result file to `output`.
+    pub fn runner_writing_to(&self, output: &Path) -> Command {
         let mut cmd = Command::cargo_bin("runner").unwrap();
         for var in [
             "WASM_PATH",
@@ -105,6 +110,9 @@ impl Sandbox {
             "FUEL",
             "MAX_MEMORY",
             "MAX_OUTPUT",
+            "MAX_MODULE_SIZE",
+            "MAX_INPUT_SIZE",
+            "MAX_TABLE_ELEMENTS",
             "TERMINATION_LOG",
             "DETERMINISTIC",
             "LOG_FORMAT",
@@ -113,7 +121,7 @@ impl Sandbox {
             cmd.env_remove(var);
         }
         cmd.arg("--output")
-            .arg(self.path("out/result.json"))
+            .arg(output)
             .arg("--termination-log")
             .arg(self.path("termination-log"))
             // No input unless a test gives one (an empty INPUT_PATH means none).
