@@ -20,8 +20,15 @@ order; raw blocks (application/vnd.ipld.raw) one by one when no CAR is offered; 
 body only if recomputing its CID with kubo's defaults gives the requested CID. Output
 goes to a temp file beside the target and is renamed only after verification.
 
-Exit codes: 0 done; 1 a fetch or verification failed; 2 bad usage (e.g. an unparsable
-or unsupported CID).";
+Sources: each source in turn gets an equal share of the time left of --total-timeout (the
+last one all of it); one that is too slow is cut off at its share, one that sends more than
+--max-size is skipped, and the next is asked. Sources cut off only for time get a second
+turn with what is left. A file whose verified root says it is over --max-size fails at
+once. The error names every source and why it failed.
+
+Exit codes: 0 done; 1 a fetch or verification failed, or a local error (disk, HTTP
+client); 2 bad usage (an unparsable or unsupported CID, bad flags or paths): a retry
+cannot help.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -131,7 +138,7 @@ pub struct NetArgs {
     #[arg(long = "idle-timeout", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, global = true)]
     pub idle_timeout: Duration,
 
-    /// Seconds for one CID's whole fetch, across gateways and retries.
+    /// Seconds for one CID's whole fetch; each source in turn gets an equal share of what is left, and sources cut off for time get a second turn.
     #[arg(long = "total-timeout", value_name = "SECONDS", default_value = "600", value_parser = parse_seconds, global = true)]
     pub total_timeout: Duration,
 
@@ -148,7 +155,7 @@ pub struct NetArgs {
     )]
     pub backoff_ms: u64,
 
-    /// Largest file accepted, enforced while streaming (e.g. 256MiB, 1GiB).
+    /// Largest file accepted (e.g. 256MiB, 1GiB): a source sending more is skipped; a verified root declaring more fails the CID.
     #[arg(long = "max-size", value_name = "SIZE", default_value = "256MiB", value_parser = parse_size, global = true)]
     pub max_size: u64,
 
@@ -250,6 +257,35 @@ mod tests {
         assert_eq!(pairs[1], ("b".to_string(), PathBuf::from("y/z")));
         assert!(targets(&["a".into()], None).is_err());
         assert!(targets(&["a".into(), "b".into()], Some(&PathBuf::from("x"))).is_err());
+    }
+
+    /// The help's exit-code line and the README's say what `pod::exit::fetcher` defines.
+    #[test]
+    fn exit_codes_in_help_and_readme_match_the_constants() {
+        use pod::exit::fetcher::{FAILED, OK, USAGE};
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap_or_default();
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("The fetcher"))
+            .unwrap_or_default();
+        let line = |text: &str| {
+            let at = text.find("Exit codes:").unwrap_or(text.len());
+            text[at..]
+                .split("\n\n")
+                .next()
+                .unwrap_or_default()
+                .replace('\n', " ")
+        };
+        for (what, text) in [("--help", line(AFTER_HELP)), ("README", line(section))] {
+            for want in [
+                format!("{OK} done"),
+                format!("{FAILED} a fetch or verification failed, or a local error"),
+                format!("{USAGE} bad usage"),
+            ] {
+                assert!(text.contains(&want), "{what}: {want:?} in {text:?}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! blocks one by one, else the plain file (checked by recomputing its CID).
 //!
 //! Every response is streamed through the verifier into the output file; nothing is kept
-//! whole in memory. An idle timeout applies to the response and to every body read.
+//! whole in memory. An idle timeout applies to the response and to every body read; the
+//! caller bounds the whole attempt by the gateway's share of the total timeout. A body that
+//! goes past the size cap before it is verified is this gateway's fault
+//! ([`Failure::OverCap`]), not proof that the file is too large.
 
 use std::time::{Duration, Instant};
 
@@ -11,38 +14,15 @@ use reqwest::{Client, Response, StatusCode};
 use tracing::{debug, info};
 
 use crate::car::{CarDecoder, MAX_FRAME_LEN};
-use crate::error::FetchError;
+use crate::cid::RAW;
+use crate::error::{report, FetchError};
+use crate::fetch::Failure;
 use crate::importer::FileCheck;
 use crate::output::Output;
 use crate::verify::DagVerifier;
 
 const ACCEPT_CAR: &str = "application/vnd.ipld.car;version=1;order=dfs;dups=y";
 const ACCEPT_RAW: &str = "application/vnd.ipld.raw";
-
-/// How an attempt against one gateway ended, when it did not succeed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The gateway does not have the content: try the next one, no retry.
-    NotFound(String),
-    /// The gateway does not offer this response format: try the next format.
-    NotOffered(String),
-    /// A transient failure (5xx, 429, network, timeout): retry with backoff.
-    Transient(String),
-    /// The gateway sent data that failed verification: never ask it again for this CID.
-    BadData(FetchError),
-    /// Retrying anywhere cannot help (the content is over the size cap, a local IO error).
-    Fatal(FetchError),
-}
-
-impl From<FetchError> for Failure {
-    fn from(e: FetchError) -> Self {
-        if e.is_bad_data() {
-            Failure::BadData(e)
-        } else {
-            Failure::Fatal(e)
-        }
-    }
-}
 
 /// Settings for gateway requests.
 #[derive(Debug, Clone)]
@@ -143,9 +123,22 @@ async fn fetch_raw(
             require_type(&resp, ACCEPT_RAW)?;
             first = false;
         }
+        // A raw leaf is all file bytes: one longer than the room left under the cap would
+        // take the file past it, and is not read to the end to find out whether it is true.
+        let room = match block_cid.codec() {
+            RAW => Some(s.max_size.saturating_sub(verifier.written())),
+            _ => None,
+        };
         let mut block = Vec::new();
         while let Some(chunk) = next_chunk(&mut resp, s).await? {
-            if (block.len() + chunk.len()) as u64 > MAX_FRAME_LEN {
+            let len = (block.len() as u64).saturating_add(chunk.len() as u64);
+            if room.is_some_and(|room| len > room) {
+                return Err(Failure::OverCap {
+                    what: "a raw block".into(),
+                    limit: s.max_size,
+                });
+            }
+            if len > MAX_FRAME_LEN {
                 return Err(Failure::BadData(FetchError::Malformed {
                     cid: block_cid.to_string(),
                     what: "raw block",
@@ -174,13 +167,20 @@ async fn fetch_plain(
     };
     let url = format!("{base}/ipfs/{cid}");
     let mut resp = get(client, &url, None, s).await?;
+    // A plain body is unverified until its last byte: past the cap, it is this gateway's.
+    if let Some(declared) = resp.content_length().filter(|n| *n > s.max_size) {
+        return Err(Failure::OverCap {
+            what: format!("the plain body (Content-Length {declared})"),
+            limit: s.max_size,
+        });
+    }
     let mut progress = Progress::new(cid, s.progress_every);
     while let Some(chunk) = next_chunk(&mut resp, s).await? {
-        if out.written() + chunk.len() as u64 > s.max_size {
-            return Err(Failure::Fatal(FetchError::TooLarge {
-                cid: cid.to_string(),
+        if out.written().saturating_add(chunk.len() as u64) > s.max_size {
+            return Err(Failure::OverCap {
+                what: "the plain body".into(),
                 limit: s.max_size,
-            }));
+            });
         }
         progress.add(chunk.len());
         check.write(&chunk);
@@ -217,7 +217,7 @@ async fn get(
         Ok(Err(e)) => {
             return Err(Failure::Transient(format!(
                 "request failed: {}",
-                describe(&e)
+                describe(e)
             )))
         }
         Ok(Ok(r)) => r,
@@ -264,22 +264,17 @@ async fn next_chunk(
         ))),
         Ok(Err(e)) => Err(Failure::Transient(format!(
             "the response broke off: {}",
-            describe(&e)
+            describe(e)
         ))),
         Ok(Ok(chunk)) => Ok(chunk),
     }
 }
 
-/// reqwest's top-level message is generic ("error sending request"); the cause says why.
-fn describe(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
+/// reqwest's top-level message is generic ("error sending request"); the causes say why.
+/// The URL is left out: it holds the CID, which the report names already, and the gateway,
+/// which the caller names.
+fn describe(e: reqwest::Error) -> String {
+    report(&e.without_url())
 }
 
 /// A progress line on stderr every few seconds for a large download.

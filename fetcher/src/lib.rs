@@ -3,7 +3,9 @@
 //!
 //! Pure cores: [`cid`], [`pb`], [`dagpb`], [`unixfs`], [`car`], [`verify`] (the DAG walk)
 //! and [`importer`] (CID computation). Shells: [`gateway`] (HTTP), [`mirror`] (a local
-//! directory) and [`fetch`] (sources in order, temp file, rename).
+//! directory) and [`fetch`] (sources in order, each with its share of the total timeout;
+//! temp file, rename). [`error`] holds the one error type and [`error::report`], the one
+//! way an error is printed.
 
 pub mod car;
 pub mod cid;

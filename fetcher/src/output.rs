@@ -25,7 +25,17 @@ impl Output {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&dir).map_err(|e| FetchError::io(&dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| {
+            // create_dir_all reports a file in the way as "File exists", which misleads.
+            let e = match fs::metadata(&dir) {
+                Ok(m) if !m.is_dir() => std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "a file, not a directory",
+                ),
+                _ => e,
+            };
+            FetchError::io(&dir, e)
+        })?;
         match fs::remove_file(target) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -33,7 +43,7 @@ impl Output {
         }
         let name = target
             .file_name()
-            .ok_or_else(|| FetchError::Usage(format!("{} names no file", target.display())))?;
+            .ok_or_else(|| FetchError::Usage(format!("{}: names no file", target.display())))?;
         let temp = dir.join(format!(
             ".{}.fetching-{}-{}",
             name.to_string_lossy(),

@@ -9,6 +9,10 @@
 //!
 //! Memory is bounded by the DAG's shape, not the file's size: the walk's stack, and one
 //! (offset, length) pair per distinct block, both capped.
+//!
+//! The size cap is checked on verified content only: a root that declares a file over the
+//! cap fails on its first block, and verified bytes adding up past the cap fail too. Both
+//! are facts about the CID, the same from every source ([`FetchError::TooLarge`]).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -137,6 +141,9 @@ impl DagVerifier {
 
     fn visit(&mut self, cid: Cid, depth: u32, block: &[u8], emits: &mut Vec<Emit>) -> Result<()> {
         verify_block(&cid, block)?;
+        if depth == 0 {
+            self.check_declared_size(block)?;
+        }
         let start = self.offset;
         let (data, children) = interpret(&cid, block)?;
         if let Some(range) = data {
@@ -183,18 +190,50 @@ impl DagVerifier {
         Ok(())
     }
 
+    /// A verified root that declares a file over the cap ends the fetch at its first block:
+    /// the size is part of the content, so every source would send the same.
+    fn check_declared_size(&self, root_block: &[u8]) -> Result<()> {
+        match declared_size(&self.root, root_block) {
+            Some(size) if size > self.max_size => Err(FetchError::TooLarge {
+                cid: self.root.to_string(),
+                size,
+                limit: self.max_size,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn grow(&mut self, n: u64) -> Result<()> {
         match self.offset.checked_add(n) {
             Some(total) if total <= self.max_size => {
                 self.offset = total;
                 Ok(())
             }
-            _ => Err(FetchError::TooLarge {
+            // Only verified blocks get here, so this too is the content's size.
+            total => Err(FetchError::TooLarge {
                 cid: self.root.to_string(),
+                size: total.unwrap_or(u64::MAX),
                 limit: self.max_size,
             }),
         }
     }
+}
+
+/// The file size a dag-pb UnixFS node declares: its `filesize`, else its own data plus its
+/// children's `blocksizes`. `None` for a raw block (its length is its size) or a node that
+/// does not parse (the walk reports that).
+pub fn declared_size(cid: &Cid, block: &[u8]) -> Option<u64> {
+    if cid.codec() != DAG_PB {
+        return None;
+    }
+    let node = dagpb::decode(block).ok()?;
+    let fs = unixfs::decode(node.data?).ok()?;
+    fs.filesize.or_else(|| {
+        let own = fs.data.map_or(0, |d| d.len() as u64);
+        fs.blocksizes
+            .iter()
+            .try_fold(own, |sum, size| sum.checked_add(*size))
+    })
 }
 
 /// A verified block's file bytes (as a range of the block) and its children, in order.
@@ -314,7 +353,19 @@ mod tests {
 
     #[test]
     fn size_cap_counts_copies_too() {
-        let (root, rb, leaf, lb) = repeated();
+        // A root that declares 3 bytes (under the cap) but links the 3-byte leaf twice.
+        let (_, _, leaf, lb) = repeated();
+        let payload = unixfs::encode_file(None, 3, &[3, 3]);
+        let link = Link {
+            cid: leaf,
+            name: Some(Vec::new()),
+            tsize: Some(3),
+        };
+        let rb = dagpb::encode(&Node {
+            links: vec![link.clone(), link],
+            data: Some(&payload),
+        });
+        let root = cid_of(Version::V1, DAG_PB, &rb);
         let mut v = DagVerifier::new(root, 5);
         v.accept(&root, &rb).unwrap();
         v.accept(&leaf, &lb).unwrap();
@@ -322,6 +373,27 @@ mod tests {
             v.finish(),
             Err(FetchError::TooLarge { limit: 5, .. })
         ));
+    }
+
+    #[test]
+    fn a_root_declaring_a_file_over_the_cap_fails_at_once() {
+        // The root says 6 bytes; a cap of 5 fails on the root, before any leaf arrives.
+        let (root, rb, _, _) = repeated();
+        let mut v = DagVerifier::new(root, 5);
+        assert!(matches!(
+            v.accept(&root, &rb),
+            Err(FetchError::TooLarge {
+                size: 6,
+                limit: 5,
+                ..
+            })
+        ));
+        assert_eq!(declared_size(&root, &rb), Some(6));
+        let mut v = DagVerifier::new(root, 6);
+        assert!(
+            v.accept(&root, &rb).is_ok(),
+            "a file at the cap is accepted"
+        );
     }
 
     #[test]

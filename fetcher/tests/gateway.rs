@@ -1213,3 +1213,423 @@ fn init_container_fails_when_input_is_missing() {
     r.expect_stderr_mentions(&input_cid, "the missing CID");
     assert!(!dir.path().join("input.json").exists(), "{}", r.describe());
 }
+
+// ---------------------------------------------------------------------------------------------
+// One bad gateway does not block the others (size and time)
+// ---------------------------------------------------------------------------------------------
+
+/// The three response modes a bad gateway can answer in.
+const MODES: [Offer; 3] = [Offer::Car, Offer::RawOnly, Offer::PlainOnly];
+
+/// What a gateway in a generated line-up does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Good,
+    /// An endless body in this mode.
+    Endless(Offer),
+    /// A plain body declaring a Content-Length of 1 GiB.
+    LiesAboutSize,
+    /// One byte every 100 ms (a CAR).
+    Drip,
+    /// Half the CAR, then nothing (the idle timeout, 30 s, never trips first).
+    StallMidBody,
+    /// The request read, never answered.
+    StallBeforeResponse,
+}
+
+fn start_role(role: Role, dags: Vec<Dag>) -> TestGateway {
+    let cfg = GatewayConfig::default();
+    let cfg = match role {
+        Role::Good => cfg,
+        Role::Endless(offer) => cfg.offer(offer).fault(Fault::EndlessBody),
+        Role::LiesAboutSize => cfg
+            .offer(Offer::PlainOnly)
+            .fault(Fault::DeclaredLength(1 << 30)),
+        Role::Drip => cfg.fault(Fault::Drip(Duration::from_millis(100))),
+        Role::StallMidBody => cfg.fault(Fault::HangMidBody),
+        Role::StallBeforeResponse => cfg.fault(Fault::HangBeforeResponse),
+    };
+    TestGateway::start(dags, cfg)
+}
+
+/// Every distinct order of `roles`.
+fn orders(roles: &[Role]) -> Vec<Vec<Role>> {
+    if roles.len() <= 1 {
+        return vec![roles.to_vec()];
+    }
+    let mut out: Vec<Vec<Role>> = Vec::new();
+    for (i, first) in roles.iter().enumerate() {
+        let mut rest = roles.to_vec();
+        rest.remove(i);
+        for mut tail in orders(&rest) {
+            tail.insert(0, *first);
+            if !out.contains(&tail) {
+                out.push(tail);
+            }
+        }
+    }
+    out
+}
+
+/// Fetches `v` (CIDv0) through gateways playing `roles`, in order; checks the file came and
+/// the good gateway was asked. Line-ups run in parallel, each against its own gateways.
+fn check_lineups(name: &str, lineups: &[Vec<Role>], flags: &[&str]) {
+    let v = vector(name);
+    std::thread::scope(|scope| {
+        for roles in lineups {
+            scope.spawn(move || {
+                let gws: Vec<TestGateway> = roles
+                    .iter()
+                    .map(|r| start_role(*r, vec![Dag::v0(&v.name)]))
+                    .collect();
+                let urls: Vec<String> = gws.iter().map(TestGateway::url).collect();
+                let (_dir, out) = target();
+                let r = get(&urls, flags, &v.cidv0, &out);
+                let all: Vec<&TestGateway> = gws.iter().collect();
+                assert!(
+                    r.elapsed < Duration::from_secs(90),
+                    "{roles:?}: must not hang\n{}",
+                    r.describe()
+                );
+                assert_eq!(r.code, Some(0), "{roles:?}\n{}", r.describe());
+                expect_fetched(&r, &out, &v.sha256, &all);
+                let good = roles.iter().position(|r| *r == Role::Good).unwrap();
+                assert!(
+                    !gws[good].requests().is_empty(),
+                    "{roles:?}: the good gateway was asked"
+                );
+            });
+        }
+    });
+}
+
+/// Regression: a body over --max-size was `TooLarge`, fatal for the CID, so the good
+/// gateway after it was never asked.
+#[test]
+fn endless_body_gives_way_to_the_next_gateway_in_every_mode() {
+    let mut lineups = Vec::new();
+    for mode in MODES {
+        let bad = Role::Endless(mode);
+        lineups.extend(orders(&[bad, Role::Good]));
+        lineups.push(vec![bad, bad, Role::Good]);
+    }
+    lineups.extend(orders(&[
+        Role::LiesAboutSize,
+        Role::Endless(Offer::PlainOnly),
+        Role::Good,
+    ]));
+    check_lineups("chunk-plus-1", &lineups, &["--max-size", "1MiB"]);
+}
+
+/// Every gateway over the cap: the error names each gateway, what it sent and the cap.
+#[test]
+fn all_gateways_over_the_cap_are_each_named_with_the_cap() {
+    // A single raw block (CIDv1): plain and raw bodies count against the cap as they come.
+    let v = vector("hello-wasm");
+    for (mode, what) in [
+        (Offer::PlainOnly, "the plain body"),
+        (Offer::RawOnly, "a raw block"),
+    ] {
+        let gws = [
+            start_role(Role::Endless(mode), vec![Dag::v1(&v.name)]),
+            start_role(Role::Endless(mode), vec![Dag::v1(&v.name)]),
+        ];
+        let (_dir, out) = target();
+        let urls = [gws[0].url(), gws[1].url()];
+        let r = get(&urls, &["--max-size", "64KiB"], &v.cidv1, &out);
+        expect_failed(&r, &out, &[&gws[0], &gws[1]]);
+        let err = error_lines(&r);
+        for gw in &gws {
+            let entry = format!(
+                "{}: too large: {what}: more than the size cap of 65536 bytes (--max-size)",
+                gw.url()
+            );
+            assert!(
+                err.contains(&entry),
+                "{mode:?}: {entry:?}\n{}",
+                r.describe()
+            );
+            assert_eq!(
+                gw.requests().iter().filter(|q| q.status == 200).count(),
+                1,
+                "{mode:?}: over the cap is not retried\n    {}",
+                gw.log()
+            );
+        }
+    }
+    // A lying Content-Length is caught before the body is read.
+    let gws = [
+        start_role(Role::LiesAboutSize, vec![Dag::v1(&v.name)]),
+        start_role(Role::LiesAboutSize, vec![Dag::v1(&v.name)]),
+    ];
+    let (_dir, out) = target();
+    let r = get(
+        &[gws[0].url(), gws[1].url()],
+        &["--max-size", "64KiB"],
+        &v.cidv1,
+        &out,
+    );
+    expect_failed(&r, &out, &[&gws[0], &gws[1]]);
+    for gw in &gws {
+        let entry = format!("{}: too large: the plain body (Content-Length 1073741824): more than the size cap of 65536 bytes", gw.url());
+        assert!(
+            error_lines(&r).contains(&entry),
+            "{entry:?}\n{}",
+            r.describe()
+        );
+    }
+    // An endless CAR fails verification within one frame (a frame is at most 2 MiB), long
+    // before it could pass the cap: that is bad data, and each gateway is named for it.
+    let gws = [
+        start_role(Role::Endless(Offer::Car), vec![Dag::v1(&v.name)]),
+        start_role(Role::Endless(Offer::Car), vec![Dag::v1(&v.name)]),
+    ];
+    let (_dir, out) = target();
+    let r = get(
+        &[gws[0].url(), gws[1].url()],
+        &["--max-size", "64KiB"],
+        &v.cidv1,
+        &out,
+    );
+    expect_failed(&r, &out, &[&gws[0], &gws[1]]);
+    for gw in &gws {
+        let entry = format!("{}: bad data: ", gw.url());
+        assert!(
+            error_lines(&r).contains(&entry),
+            "{entry:?}\n{}",
+            r.describe()
+        );
+    }
+}
+
+/// A verified root declaring more than the cap ends the CID at once: every gateway would
+/// send the same DAG, so the second is not asked.
+#[test]
+fn a_verified_root_over_the_cap_is_not_asked_of_the_next_gateway() {
+    let v = vector("mib-plus-7");
+    for mode in [Offer::Car, Offer::RawOnly] {
+        let first =
+            TestGateway::start(vec![Dag::v0(&v.name)], GatewayConfig::default().offer(mode));
+        let second = TestGateway::serving(vec![Dag::v0(&v.name)]);
+        let (_dir, out) = target();
+        let r = get(
+            &[first.url(), second.url()],
+            &["--max-size", "100KiB"],
+            &v.cidv0,
+            &out,
+        );
+        expect_failed(&r, &out, &[&first, &second]);
+        let err = error_lines(&r);
+        assert!(
+            err.contains(&format!("the file is at least {} bytes", v.size))
+                && err.contains("102400"),
+            "{mode:?}: names the declared size and the cap\n{}",
+            r.describe()
+        );
+        assert!(
+            second.requests().is_empty(),
+            "{mode:?}\n    {}",
+            second.log()
+        );
+    }
+}
+
+/// Regression: a dripping or stalled gateway used up --total-timeout (a drip never trips the
+/// idle timeout), and the good gateway after it was never asked. Every order of one or two
+/// slow gateways and a good one.
+#[test]
+fn slow_gateways_leave_the_others_their_share_in_every_order() {
+    let mut lineups = Vec::new();
+    for slow in [Role::Drip, Role::StallMidBody, Role::StallBeforeResponse] {
+        lineups.extend(orders(&[slow, Role::Good]));
+    }
+    lineups.extend(orders(&[Role::Drip, Role::StallMidBody, Role::Good]));
+    lineups.push(vec![
+        Role::StallBeforeResponse,
+        Role::Drip,
+        Role::Endless(Offer::PlainOnly),
+        Role::Good,
+    ]);
+    check_lineups(
+        "chunk-plus-1",
+        &lineups,
+        &["--total-timeout", "4", "--max-size", "1MiB"],
+    );
+}
+
+/// Every gateway too slow: the error names each one as too slow, within the total timeout.
+#[test]
+fn all_gateways_too_slow_are_each_named() {
+    let v = vector("chunk-plus-1");
+    let gws = [
+        start_role(Role::Drip, vec![Dag::v0(&v.name)]),
+        start_role(Role::StallMidBody, vec![Dag::v0(&v.name)]),
+    ];
+    let (_dir, out) = target();
+    let r = get(
+        &[gws[0].url(), gws[1].url()],
+        &["--total-timeout", "3"],
+        &v.cidv0,
+        &out,
+    );
+    assert!(r.elapsed < Duration::from_secs(60), "{}", r.describe());
+    expect_failed(&r, &out, &[&gws[0], &gws[1]]);
+    let err = error_lines(&r);
+    for gw in &gws {
+        let entry = format!("{}: too slow: ", gw.url());
+        assert!(err.contains(&entry), "{entry:?}\n{}", r.describe());
+        assert_eq!(err.matches(&gw.url()).count(), 1, "{}", r.describe());
+    }
+}
+
+/// A slow but honest gateway cut off at its first share gets a second turn with the time
+/// the quick failures after it left: it alone can still deliver within the total timeout.
+#[test]
+fn a_slow_honest_gateway_gets_a_second_turn() {
+    // 30 bytes, a plain body only, one byte every 100 ms: about 3 s. With 4 gateways and
+    // 8 s, its first share is 2 s (cut off); the three 404s take next to nothing; the
+    // second turn has about 6 s.
+    let content = b"a slow but honest gateway....\n".to_vec();
+    let dag = Dag::single_block(&content, true);
+    let slow = TestGateway::start(
+        vec![dag.clone()],
+        GatewayConfig::default()
+            .offer(Offer::PlainOnly)
+            .fault(Fault::Drip(Duration::from_millis(100))),
+    );
+    let missing: Vec<TestGateway> = (0..3)
+        .map(|_| TestGateway::start(vec![], GatewayConfig::default().fault(Fault::NotFound)))
+        .collect();
+    let mut urls = vec![slow.url()];
+    urls.extend(missing.iter().map(TestGateway::url));
+    let (_dir, out) = target();
+    let r = get(&urls, &["--total-timeout", "8"], &dag.root, &out);
+    let mut all = vec![&slow];
+    all.extend(missing.iter());
+    expect_fetched(&r, &out, &sha256_hex(&content), &all);
+    let plain = slow
+        .requests()
+        .iter()
+        .filter(|q| q.kind == Kind::Plain)
+        .count();
+    assert_eq!(
+        plain,
+        2,
+        "cut off once, then a second turn\n    {}",
+        slow.log()
+    );
+}
+
+#[test]
+fn a_mirror_file_over_the_cap_gives_way_to_a_gateway() {
+    let v = vector("chunk-plus-1");
+    // A file named by the CID but larger than the cap (and not the content).
+    let mirror = mirror_with(&[(&v.cidv0, &vec![1u8; 2 << 20])]);
+    let good = TestGateway::serving(vec![Dag::v0(&v.name)]);
+    let (_dir, out) = target();
+    let r = run(fetcher_get()
+        .args(["--max-size", "1MiB", "--mirror"])
+        .arg(mirror.path())
+        .arg("--gateway")
+        .arg(good.url())
+        .arg(&v.cidv0)
+        .arg("-o")
+        .arg(&out));
+    expect_fetched(&r, &out, &v.sha256, &[&good]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the binary prints when it fails
+// ---------------------------------------------------------------------------------------------
+
+/// The lines the binary logged at ERROR level: its error, as a person reads it.
+fn error_lines(r: &Run) -> String {
+    r.stderr
+        .lines()
+        .filter(|l| l.contains(" ERROR "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One ERROR line naming `cid` and `path` exactly once each, and no part of the message
+/// twice (the regression: anyhow's `{:#}` appended a source the message already held).
+#[track_caller]
+fn expect_one_error_naming(r: &Run, cid: &str, path: &Path) -> String {
+    let err = error_lines(r);
+    let path = path.display().to_string();
+    assert_eq!(err.lines().count(), 1, "one error line\n{}", r.describe());
+    assert_eq!(
+        err.matches(cid).count(),
+        1,
+        "the CID once\n{}",
+        r.describe()
+    );
+    assert_eq!(
+        err.matches(&path).count(),
+        1,
+        "the path once\n{}",
+        r.describe()
+    );
+    let message = err.split_once(" ERROR ").map_or(err.as_str(), |(_, m)| m);
+    let parts: Vec<&str> = message.split(": ").filter(|p| p.len() > 3).collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} is said twice\n{}",
+            r.describe()
+        );
+    }
+    err
+}
+
+#[test]
+fn get_errors_say_what_with_which_cid_and_path_once() {
+    let v = vector("hello-wasm");
+    let gw = TestGateway::serving(vec![Dag::v0(&v.name)]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // An output path under a regular file, and an output path that is a directory.
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let under_a_file = dir.path().join("file").join("out.wasm");
+    let a_directory = dir.path().join("a-directory");
+    std::fs::create_dir(&a_directory).unwrap();
+    for (out, why) in [
+        (&under_a_file, "not a directory"),
+        (&a_directory, "Is a directory"),
+    ] {
+        let r = get(&[gw.url()], &[], &v.cidv0, out);
+        r.expect_code(1);
+        let err = expect_one_error_naming(&r, &v.cidv0, out);
+        assert!(
+            err.contains(&format!("fetching {} to {}", v.cidv0, out.display())),
+            "{}",
+            r.describe()
+        );
+        assert!(err.contains(why), "says why: {why:?}\n{}", r.describe());
+    }
+    assert!(
+        gw.requests().is_empty(),
+        "nothing asked for an unwritable path\n    {}",
+        gw.log()
+    );
+
+    // A CID no gateway has: each gateway named once, with why.
+    let absent = vector("eleven");
+    let a = TestGateway::start(vec![], GatewayConfig::default().fault(Fault::NotFound));
+    let b = TestGateway::serving(vec![]);
+    let (_d, out) = target();
+    let r = get(&[a.url(), b.url()], &[], &absent.cidv1, &out);
+    expect_failed(&r, &out, &[&a, &b]);
+    let err = expect_one_error_naming(&r, &absent.cidv1, &out);
+    for g in [&a, &b] {
+        let entry = format!("{}: not found (HTTP 404", g.url());
+        assert!(err.contains(&entry), "{entry:?}\n{}", r.describe());
+    }
+
+    // A bad CID: bad usage, the input named once, as given.
+    let (_d, out) = target();
+    let r = get(&[gw.url()], &[], "not-a-cid", &out);
+    r.expect_code(2);
+    let err = expect_one_error_naming(&r, "not-a-cid", &out);
+    assert!(err.contains("not a CID"), "{}", r.describe());
+}

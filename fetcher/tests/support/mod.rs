@@ -677,6 +677,15 @@ impl Car {
     }
 }
 
+/// One block as a CAR frame: varint(length), CID, data.
+pub fn frame_bytes(block: &Block) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_varint(&mut out, (block.cid.len() + block.data.len()) as u64);
+    out.extend_from_slice(&block.cid);
+    out.extend_from_slice(&block.data);
+    out
+}
+
 /// An offset in the middle of the last frame of `car` (whose encoding is `len` bytes long).
 fn truncation_point(car: &Car, len: usize) -> usize {
     match car.blocks.last() {
@@ -894,6 +903,14 @@ pub enum Fault {
     HangMidBody,
     /// 404 for everything.
     NotFound,
+    /// Every body (CAR, raw, plain) without a Content-Length and never ending: the real
+    /// bytes, then plain and raw bodies repeat themselves and a CAR repeats its last frame,
+    /// until the client goes away.
+    EndlessBody,
+    /// Every body (CAR, raw, plain) with its true Content-Length, one byte per interval.
+    Drip(Duration),
+    /// Plain bodies declare this Content-Length (a lie) and send the real file.
+    DeclaredLength(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -1160,6 +1177,14 @@ enum BodyMode {
     CutEof(usize),
     /// Full Content-Length declared, this many bytes sent, then stall.
     StallAfter(usize),
+    /// No Content-Length; the body, then `repeat` again and again until the client leaves.
+    Endless {
+        repeat: Vec<u8>,
+    },
+    /// Full Content-Length declared, one byte per interval.
+    Drip(Duration),
+    /// This Content-Length declared, whatever the body's length, then the body and close.
+    Declared(u64),
 }
 
 #[derive(Debug)]
@@ -1186,6 +1211,14 @@ impl Reply {
 fn body(content_type: &str, body: Vec<u8>, fault: &Fault) -> Reply {
     let mode = match fault {
         Fault::HangMidBody => BodyMode::StallAfter(body.len() / 2),
+        Fault::EndlessBody if body.is_empty() => BodyMode::Endless { repeat: vec![0] },
+        Fault::EndlessBody => BodyMode::Endless {
+            repeat: body.clone(),
+        },
+        Fault::Drip(every) => BodyMode::Drip(*every),
+        Fault::DeclaredLength(n) if content_type == "application/octet-stream" => {
+            BodyMode::Declared(*n)
+        }
         _ => BodyMode::Full,
     };
     Reply::Body {
@@ -1297,6 +1330,14 @@ fn decide(shared: &Shared, req: &Request, kind: Kind, n: usize) -> Reply {
                 Fault::TruncatedCar => BodyMode::CutWithLength(truncation_point(&car, bytes.len())),
                 Fault::TruncatedCarEof => BodyMode::CutEof(truncation_point(&car, bytes.len())),
                 Fault::HangMidBody => BodyMode::StallAfter(bytes.len() / 2),
+                Fault::EndlessBody => BodyMode::Endless {
+                    repeat: car
+                        .blocks
+                        .last()
+                        .map(frame_bytes)
+                        .unwrap_or_else(|| vec![0]),
+                },
+                Fault::Drip(every) => BodyMode::Drip(every),
                 _ => BodyMode::Full,
             };
             Reply::Body {
@@ -1380,7 +1421,8 @@ fn handle_conn(shared: &Shared, mut stream: TcpStream) {
             mode,
         } => {
             let length = match mode {
-                BodyMode::CutEof(_) => String::new(),
+                BodyMode::CutEof(_) | BodyMode::Endless { .. } => String::new(),
+                BodyMode::Declared(n) => format!("Content-Length: {n}\r\n"),
                 _ => format!("Content-Length: {}\r\n", body.len()),
             };
             let head = format!(
@@ -1392,8 +1434,31 @@ fn handle_conn(shared: &Shared, mut stream: TcpStream) {
                 return;
             }
             match mode {
-                BodyMode::Full => {
+                BodyMode::Full | BodyMode::Declared(_) => {
                     let _ = stream.write_all(&body);
+                }
+                BodyMode::Endless { repeat } => {
+                    let start = Instant::now();
+                    let mut sent = stream.write_all(&body);
+                    while sent.is_ok()
+                        && !shared.stop.load(Ordering::SeqCst)
+                        && start.elapsed() < MAX_HANG
+                    {
+                        sent = stream.write_all(&repeat);
+                    }
+                    // The client left (or we stop): no orderly close to wait for.
+                    return;
+                }
+                BodyMode::Drip(every) => {
+                    for byte in &body {
+                        if shared.stop.load(Ordering::SeqCst)
+                            || stream.write_all(std::slice::from_ref(byte)).is_err()
+                            || stream.flush().is_err()
+                        {
+                            return;
+                        }
+                        std::thread::sleep(every);
+                    }
                 }
                 BodyMode::CutWithLength(cut) | BodyMode::CutEof(cut) => {
                     let _ = stream.write_all(&body[..cut]);
