@@ -9,6 +9,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use support::cluster::{ClusterOptions, FakeCluster};
@@ -19,8 +21,6 @@ use support::{
 const NS: &str = "tasks";
 const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
 const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
-/// A line of the runner's env in the template, to insert variables before.
-const RUNNER_ENV_ANCHOR: &str = "            - name: OUTPUT_PATH\n";
 
 fn job_template() -> PathBuf {
     support::repo_root().join("k8s/job.yaml")
@@ -100,30 +100,27 @@ impl Kube {
         write_lines(self.dir.path(), name, lines)
     }
 
-    /// `k8s/job.yaml` with each (anchor, replacement) applied, written as `name`.
-    fn edited_template(&self, name: &str, edits: &[(&str, String)]) -> PathBuf {
-        let mut yaml = std::fs::read_to_string(job_template()).unwrap();
-        for (anchor, replacement) in edits {
-            assert!(yaml.contains(anchor), "the template changed: no {anchor:?}");
-            yaml = yaml.replace(anchor, replacement);
-        }
+    /// `k8s/job.yaml` with `edit` applied to its runner container, written as `name`.
+    fn edited_template(&self, name: &str, edit: impl FnOnce(&mut Container)) -> PathBuf {
+        let mut job = template();
+        let pod_spec = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        let runner = pod_spec.containers.iter_mut().find(|c| c.name == "runner");
+        edit(runner.unwrap());
         let p = self.dir.path().join(name);
-        std::fs::write(&p, yaml).unwrap();
+        std::fs::write(&p, serde_yaml_ng::to_string(&job).unwrap()).unwrap();
         p
     }
 
     /// The template with the runner's memory limit at `limit` and its wasm memory cap lifted.
     fn template_with_memory_limit(&self, limit: &str) -> PathBuf {
-        self.edited_template(
-            "job-small.yaml",
-            &[
-                (
-                    "requests: { cpu: 500m, memory: 512Mi }\n            limits: { cpu: 500m, memory: 512Mi }",
-                    format!("requests: {{ cpu: 500m, memory: {limit} }}\n            limits: {{ cpu: 500m, memory: {limit} }}"),
-                ),
-                (RUNNER_ENV_ANCHOR, format!("            - name: MAX_MEMORY\n              value: 1GiB\n{RUNNER_ENV_ANCHOR}")),
-            ],
-        )
+        self.edited_template("job-small.yaml", |runner| {
+            let resources = runner.resources.as_mut().unwrap();
+            for quantities in [&mut resources.requests, &mut resources.limits] {
+                let memory = Quantity(limit.to_owned());
+                quantities.as_mut().unwrap().insert("memory".into(), memory);
+            }
+            set_env(runner, "MAX_MEMORY", "1GiB");
+        })
     }
 
     fn expect_clean(&self, run: &Run) {
@@ -168,6 +165,15 @@ impl Kube {
 
 fn job_name(task_id: &str) -> String {
     coordinator::job::job_name(task_id)
+}
+
+/// Adds a variable to the container's env.
+fn set_env(c: &mut Container, name: &str, value: &str) {
+    c.env.get_or_insert_with(Vec::new).push(EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    });
 }
 
 fn cid(bytes: &[u8]) -> String {
@@ -356,23 +362,25 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
     foreign.metadata.name = Some(job_name("taken"));
     foreign.metadata.labels = None;
     k.cluster.create_job(NS, &foreign);
-    let tasks = k.tasks(
-        "t.jsonl",
-        &[
-            task_line("a_b", &fib, Some(&input), None),
-            task_line("a.b", &fib, Some(&input), None),
-            task_line("taken", &fib, Some(&input), None),
-        ],
-    );
-    assert_ne!(job_name("a_b"), job_name("a.b"));
+    // `t1-1f93603db5` was the name part of `T1` once; the second is `T1`'s today.
+    let t1_name = coordinator::job::task_label("T1");
+    let ours = ["a_b", "a.b", "T1", "t1-1f93603db5", &t1_name];
+    let mut lines: Vec<String> = ours
+        .iter()
+        .map(|id| task_line(id, &fib, Some(&input), None))
+        .collect();
+    lines.push(task_line("taken", &fib, Some(&input), None));
+    let tasks = k.tasks("t.jsonl", &lines);
+    let names: std::collections::HashSet<String> = ours.iter().map(|id| job_name(id)).collect();
+    assert_eq!(names.len(), ours.len(), "{names:?}");
     let run = k
         .coord()
         .arg("--tasks")
         .arg(&tasks)
-        .args(["--concurrency", "3"])
+        .args(["--concurrency", "6"])
         .run();
     let by_id = run.by_id();
-    for id in ["a_b", "a.b"] {
+    for id in ours {
         assert_eq!(by_id[id]["status"], "ok", "{id}: {}", run.describe());
         assert_eq!(by_id[id]["result"]["result"], json!([144]));
     }
@@ -392,6 +400,39 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
         k.cluster.jobs(NS)[0].metadata.annotations.as_ref().unwrap()["wasm-exec.io/task-id"],
         "someone-else"
     );
+}
+
+#[test]
+fn a_task_id_and_entry_with_dollar_references_reach_the_runner_as_written() {
+    let k = Kube::start(&[]);
+    let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
+    // Unescaped, Kubernetes would turn `$$` into `$` and expand `$(NAME)` where NAME comes
+    // earlier in the container's env: GREETING (the template's own), TASK_ID (before ENTRY).
+    let id = "$(HOSTNAME) $(WASM_CID) $$ $(TASK_ID) $(GREETING) $$(GREETING) $$$(GREETING) é$ $(";
+    let entry = "fib$(TASK_ID)$(GREETING)$$(GREETING)$$$(WASM_PATH)$";
+    let template = k.edited_template("job-greeting.yaml", |runner| {
+        set_env(runner, "GREETING", "hello")
+    });
+    let tasks = k.tasks("t.jsonl", &[task_line(id, &fib, None, Some(entry))]);
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&tasks)
+        .env("COORDINATOR_JOB_TEMPLATE", &template)
+        .run();
+    run.expect_code(0);
+    let r = only_result(&run);
+    assert_eq!(
+        (r["task_id"].as_str(), r["entry"].as_str()),
+        (Some(id), Some(entry))
+    );
+    // The runner's own result: what it read from TASK_ID and ENTRY.
+    let result = &r["result"];
+    assert_eq!(result["status"], "invalid_input", "{}", run.describe());
+    assert_eq!(result["task_id"].as_str(), Some(id), "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(error.contains(&format!("entry `{entry}`")), "{error}");
+    k.expect_clean(&run);
 }
 
 #[test]
@@ -757,6 +798,31 @@ fn a_template_that_cannot_serve_stops_startup_before_any_api_call() {
         .expect_stderr_mentions("no container named `runner`", "what is wrong")
         .expect_stderr_mentions("no-runner.yaml", "which file")
         .expect_stderr_mentions("job_template", "which key");
+    // Without the fetcher, the runner would find no module: refused, not patched up.
+    let mut no_fetcher = template();
+    no_fetcher
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .init_containers = None;
+    let no_fetcher_path = k.dir.path().join("no-fetcher.yaml");
+    std::fs::write(
+        &no_fetcher_path,
+        serde_yaml_ng::to_string(&no_fetcher).unwrap(),
+    )
+    .unwrap();
+    let run = k
+        .coord()
+        .env("COORDINATOR_JOB_TEMPLATE", &no_fetcher_path)
+        .run();
+    run.expect_code(2)
+        .expect_stderr_mentions("no init container named `fetcher`", "what is missing")
+        .expect_stderr_mentions("/mnt/input", "what to add")
+        .expect_stderr_mentions("no-fetcher.yaml", "which file");
     let missing = k.dir.path().join("missing.yaml");
     let run = k.coord().env("COORDINATOR_JOB_TEMPLATE", &missing).run();
     run.expect_code(2)
@@ -773,13 +839,9 @@ fn a_template_that_cannot_serve_stops_startup_before_any_api_call() {
 fn without_a_termination_message_the_result_comes_from_the_runners_log() {
     let k = Kube::start(&[]);
     // The runner writes its termination message only where the file exists; here it does not.
-    let template = k.edited_template(
-        "job-no-message.yaml",
-        &[(
-            RUNNER_ENV_ANCHOR,
-            format!("            - name: TERMINATION_LOG\n              value: /nonexistent/termination-log\n{RUNNER_ENV_ANCHOR}"),
-        )],
-    );
+    let template = k.edited_template("job-no-message.yaml", |runner| {
+        set_env(runner, "TERMINATION_LOG", "/nonexistent/termination-log")
+    });
     let run = k
         .coord()
         .args(["--scenario", "fib"])

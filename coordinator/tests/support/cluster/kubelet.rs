@@ -6,6 +6,7 @@
 //! - A container runs its image's binary with `args` (never `command`), a cleared
 //!   environment plus its `env` values, `PATH` and `TERMINATION_LOG` (a host file standing in
 //!   for `terminationMessagePath`), in its own process group, in a per-pod working dir.
+//!   `$(VAR)` references in env values and args are expanded as Kubernetes does.
 //!   emptyDir volumes are temp dirs; mount paths in env values and args are rewritten to
 //!   them (read-only mounts are not enforced). What Kubernetes cannot start (`command`,
 //!   `valueFrom`, other volume types, a binary that does not run) terminates the container
@@ -471,6 +472,10 @@ fn command(k: &Container, bin: &Path, dirs: &PodDirs, term_log: &Path) -> Result
     cmd.env_clear()
         .env("PATH", PATH)
         .env("TERMINATION_LOG", term_log);
+    // As the kubelet does: each value expanded with the variables defined before it, args
+    // with all of them (only the container's env: the stand-in's PATH and TERMINATION_LOG
+    // are the runtime's, as HOSTNAME is, and no reference sees them).
+    let mut defined = HashMap::new();
     for e in k.env.iter().flatten() {
         if e.value_from.is_some() {
             return Err(format!(
@@ -478,16 +483,62 @@ fn command(k: &Container, bin: &Path, dirs: &PodDirs, term_log: &Path) -> Result
                 e.name, k.name
             ));
         }
-        cmd.env(&e.name, rewrite(e.value.as_deref().unwrap_or(""), &mounts));
+        let value = expand(e.value.as_deref().unwrap_or(""), &defined);
+        cmd.env(&e.name, rewrite(&value, &mounts));
+        defined.insert(e.name.clone(), value);
     }
-    cmd.args(k.args.iter().flatten().map(|a| rewrite(a, &mounts)))
-        .current_dir(dirs.dir.join("work"))
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args(
+        k.args
+            .iter()
+            .flatten()
+            .map(|a| rewrite(&expand(a, &defined), &mounts)),
+    )
+    .current_dir(dirs.dir.join("work"))
+    .process_group(0)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     Ok(cmd)
+}
+
+/// `s` with its `$(NAME)` references expanded as Kubernetes expands env values and args
+/// (k8s.io/kubernetes third_party/forked/golang/expansion): `$$` is a literal `$`; `$(NAME)`
+/// (the name is all up to the first `)`) is the value of `NAME` in `vars`, or stays as it is
+/// when there is none; any other `$` is kept, as are an unclosed `$(` and a `$` at the end.
+/// A character after a lone `$` is kept whole, as since kubernetes#136325 (before, a
+/// multi-byte one was cut into invalid UTF-8, which stopped the container from starting; the
+/// Job builder writes no lone `$`).
+fn expand(s: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(escaped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = escaped;
+        } else if let Some(reference) = after.strip_prefix('(') {
+            match reference.split_once(')') {
+                Some((name, tail)) => {
+                    match vars.get(name) {
+                        Some(value) => out.push_str(value),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = tail;
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = reference;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Replaces each mount path in `s` (longest first, where a path component ends) with its
@@ -574,4 +625,118 @@ fn tree_rss(pid: i32) -> u64 {
         );
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The cases of k8s.io/kubernetes third_party/forked/golang/expansion/expand_test.go
+    /// (`doExpansionTest`, with its variables), with a `$` before multi-byte characters as
+    /// kubernetes#136325 keeps them.
+    #[test]
+    fn expansion_follows_kubernetes() {
+        let v = vars(&[
+            ("VAR_A", "A"),
+            ("VAR_B", "B"),
+            ("VAR_C", "C"),
+            ("VAR_REF", "$(VAR_A)"),
+            ("VAR_EMPTY", ""),
+        ]);
+        let cases = [
+            ("$(VAR_A)", "A"),
+            ("$(VAR_A)-$(VAR_A)", "A-A"),
+            ("$(VAR_A)-1", "A-1"),
+            ("___$(VAR_B)___", "___B___"),
+            ("___$(VAR_C)", "___C"),
+            ("$(VAR_A)_$(VAR_B)_$(VAR_C)", "A_B_C"),
+            ("$$(VAR_B)_$(VAR_A)", "$(VAR_B)_A"),
+            ("$$(VAR_A)_$$(VAR_B)", "$(VAR_A)_$(VAR_B)"),
+            ("f000-$$VAR_A", "f000-$VAR_A"),
+            ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+            ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"),
+            ("foo\\\\\\\\$(VAR_A)bar", "foo\\\\\\\\Abar"),
+            ("$(VAR_A$(VAR_B))", "$(VAR_A$(VAR_B))"),
+            ("$(VAR_A$(VAR_B)", "$(VAR_A$(VAR_B)"),
+            ("$(VAR_REF)", "$(VAR_A)"),
+            ("%%$(VAR_REF)--$(VAR_REF)%%", "%%$(VAR_A)--$(VAR_A)%%"),
+            ("foo$(VAR_EMPTY)bar", "foobar"),
+            ("foo$(VAR_Awhoops!", "foo$(VAR_Awhoops!"),
+            ("f00__(VAR_A)__", "f00__(VAR_A)__"),
+            ("$?_boo_$!", "$?_boo_$!"),
+            ("$VAR_A", "$VAR_A"),
+            ("$(VAR_DNE)", "$(VAR_DNE)"),
+            ("$$$$$$(BIG_MONEY)", "$$$(BIG_MONEY)"),
+            ("$$$$$$(VAR_A)", "$$$(VAR_A)"),
+            ("$$$$$$$(GOOD_ODDS)", "$$$$(GOOD_ODDS)"),
+            ("$$$$$$$(VAR_A)", "$$$A"),
+            ("$VAR_A)", "$VAR_A)"),
+            ("${VAR_A}", "${VAR_A}"),
+            ("$(VAR_B)_______$(A", "B_______$(A"),
+            ("$(VAR_C)_______$(", "C_______$("),
+            ("$(VAR_A)foobarzab$", "Afoobarzab$"),
+            ("foo-\\$(VAR_A", "foo-\\$(VAR_A"),
+            ("--$($($($($--", "--$($($($($--"),
+            ("$($($($($--foo$(", "$($($($($--foo$("),
+            ("foo0--$($($($(", "foo0--$($($($("),
+            ("$(foo$$var)", "$(foo$$var)"),
+            ("\n", "\n"),
+            ("$£FOO", "$£FOO"),
+            ("prefix-$€-suffix", "prefix-$€-suffix"),
+            ("$中文", "$中文"),
+            // And ours: an empty name, a lone `$` at the end after an escape.
+            ("$()", "$()"),
+            ("$$$", "$$"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(expand(input, &v), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_reference_sees_only_variables_defined_before_it() {
+        let k: Container = serde_json::from_value(json!({
+            "name": "c",
+            "env": [
+                {"name": "A", "value": "a$(B)"},
+                {"name": "B", "value": "b"},
+                {"name": "C", "value": "$(A)$(B)$$(A)"},
+                {"name": "B", "value": "again $(B)"},
+            ],
+            "args": ["$(A)", "$(B)", "$(C)", "$(PATH)", "$(HOSTNAME)", "$$(A)"],
+        }))
+        .unwrap();
+        let dirs = PodDirs {
+            dir: std::env::temp_dir(),
+            volumes: HashMap::new(),
+        };
+        let cmd = command(&k, Path::new("/bin/true"), &dirs, Path::new("/dev/null")).unwrap();
+        let cmd = cmd.as_std();
+        let env: HashMap<String, String> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        assert_eq!(env["A"], "a$(B)", "B is defined after A");
+        assert_eq!(env["C"], "a$(B)b$(A)");
+        assert_eq!(env["B"], "again b", "the earlier B");
+        let args: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
+        assert_eq!(
+            args,
+            [
+                "a$(B)",
+                "again b",
+                "a$(B)b$(A)",
+                "$(PATH)",
+                "$(HOSTNAME)",
+                "$(A)"
+            ]
+        );
+    }
 }
