@@ -3,12 +3,14 @@
 //!
 //! The task API is a task source beside the configured one: a submitted task is validated
 //! (400 with the reason), capped in size (413), idempotent on `task_id` (a known id
-//! answers 200 with its current state and queues nothing), and queued (202).
+//! answers 200 with its current state and queues nothing), and queued (202). Every error
+//! answer is a JSON object `{"error": "…"}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::backend::Backend;
 use crate::service::Observers;
 use crate::source::ApiIntake;
-use crate::store::Submitted;
+use crate::store::{Filter, Submitted};
 use crate::task::Task;
 
 /// Largest `POST /tasks` body: a task is four short strings.
@@ -92,8 +94,9 @@ async fn readyz(State(app): State<App>) -> Response {
         problems.push("the task source is drained".to_string());
     }
     if let Err(why) = app.ready.backend.ready().await {
-        problems.push(why);
+        problems.extend(why.iter().map(ToString::to_string));
     }
+    problems.extend(app.observers.publishing.problems());
     if problems.is_empty() {
         let role = match &app.ready.leading {
             Some(l) if l.load(Ordering::SeqCst) => " (leader)",
@@ -121,7 +124,18 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn submit(State(app): State<App>, body: Bytes) -> Response {
+async fn submit(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let why = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the body is larger than {MAX_BODY} bytes; a task is four short strings")
+            } else {
+                e.body_text()
+            };
+            return error(e.status(), why);
+        }
+    };
     if let Some(l) = &app.ready.leading {
         if !l.load(Ordering::SeqCst) {
             return error(
@@ -130,18 +144,15 @@ async fn submit(State(app): State<App>, body: Bytes) -> Response {
             );
         }
     }
+    // Deserializing validates (see `Task`): the reason names the field.
     let task: Task = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("the body is not a task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {e}"),
+                format!("the body is not a valid task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {e}"),
             )
         }
-    };
-    let task = match task.validated() {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let view = match app.observers.store.submit(task.clone()) {
         Submitted::Known(view) => return (StatusCode::OK, Json(view)).into_response(),
@@ -167,7 +178,10 @@ async fn get_task(State(app): State<App>, Path(id): Path<String>) -> Response {
         Some(view) => Json(view).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
-            format!("no task {id:?} is known to this coordinator"),
+            format!(
+                "no task {:?} is known to this coordinator",
+                runner::result::cap_text(&id, 256)
+            ),
         ),
     }
 }
@@ -178,7 +192,35 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list_tasks(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+async fn list_tasks(
+    State(app): State<App>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} (GET /tasks?status=ok&limit=100)", e.body_text()),
+            )
+        }
+    };
+    let filter = match q.status.as_deref() {
+        None => None,
+        Some(s) => match Filter::parse(s) {
+            Some(f) => Some(f),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "status={:?} is not a task state or status; use one of: {}",
+                        runner::result::cap_text(s, 64),
+                        Filter::choices()
+                    ),
+                )
+            }
+        },
+    };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
-    Json(app.observers.store.list(q.status.as_deref(), limit)).into_response()
+    Json(app.observers.store.list(filter, limit)).into_response()
 }

@@ -14,12 +14,11 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use pod::exit::runner as runner_exit;
 use runner::TaskResult;
 
-use crate::backend::AttemptOutcome;
+use crate::backend::{AttemptOutcome, FailureKind};
 use crate::job::{FETCHER_CONTAINER, RUNNER_CONTAINER};
-use crate::task::{ReportStatus, Stage};
+use crate::task::Stage;
 
 /// How a Job ended, from its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub fn fail_fast(pod: &Pod) -> Option<AttemptOutcome> {
         let reason = waiting.reason.as_deref().unwrap_or("");
         if IMAGE_PULL_REASONS.contains(&reason) {
             return Some(AttemptOutcome::failed(
-                ReportStatus::Error,
+                FailureKind::ImagePull,
                 stage_of(&cs.name),
                 format!(
                     "container `{}` cannot start: {reason} for image {}: {}",
@@ -133,27 +132,28 @@ pub fn verdict(end: &JobEnd, pod: Option<&Pod>) -> Verdict {
         .filter(|(code, _, _)| *code != 0)
     {
         return finished(AttemptOutcome::failed(
-            ReportStatus::FetchFailed,
+            FailureKind::Fetch,
             Stage::Fetch,
             format!(
                 "the fetcher exited with {code}{}: {}",
                 paren(&reason),
                 message.trim()
             ),
-            code != 2,
+            // Bad usage (an unparsable CID) cannot be cured by a retry.
+            code != i32::from(pod::exit::fetcher::USAGE),
         ));
     }
     if let Some((code, reason, message)) = runner.and_then(terminated) {
         if reason == "OOMKilled" {
             return finished(AttemptOutcome::failed(
-                ReportStatus::Error,
+                FailureKind::OutOfMemory,
                 Stage::Run,
                 "the runner was OOMKilled: the container's memory limit is below what the task needs (raise resources.limits.memory in the Job template, or lower MAX_MEMORY)".into(),
                 false,
             ));
         }
-        if let Ok(result) = serde_json::from_str::<TaskResult>(message.trim()) {
-            return finished(from_result(result, code));
+        if let Some(result) = TaskResult::last_in(&message) {
+            return finished(AttemptOutcome::from_result(result, Some(code)));
         }
         return Verdict::NeedLog {
             exit_code: Some(code),
@@ -163,20 +163,20 @@ pub fn verdict(end: &JobEnd, pod: Option<&Pod>) -> Verdict {
         JobEnd::Failed { reason, message } if reason == "DeadlineExceeded" => {
             let stage = if fetcher.and_then(terminated).is_some() { Stage::Run } else { Stage::Fetch };
             finished(AttemptOutcome::failed(
-                ReportStatus::Timeout,
+                FailureKind::Deadline,
                 stage,
                 format!("the Job's activeDeadlineSeconds passed: {message}"),
                 false,
             ))
         }
         JobEnd::Failed { reason, message } => finished(AttemptOutcome::failed(
-            ReportStatus::Error,
+            FailureKind::JobFailed,
             if fetcher.and_then(terminated).is_some() { Stage::Run } else { Stage::Fetch },
             format!("the Job failed{}: {message}", paren(reason)),
             true,
         )),
         JobEnd::Complete => finished(AttemptOutcome::failed(
-            ReportStatus::Error,
+            FailureKind::NoResult,
             Stage::Run,
             "the Job completed but its pod left no result (no runner status, termination message or log line)".into(),
             true,
@@ -212,14 +212,10 @@ pub fn stage_times(pod: &Pod) -> Vec<(Stage, std::time::Duration)> {
 
 /// The log fallback: the last line of the runner's log that is a result object.
 pub fn verdict_from_log(log: &str, exit_code: Option<i32>) -> AttemptOutcome {
-    match log
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<TaskResult>(l.trim()).ok())
-    {
-        Some(result) => from_result(result, exit_code.unwrap_or(0)),
+    match TaskResult::last_in(log) {
+        Some(result) => AttemptOutcome::from_result(result, exit_code),
         None => AttemptOutcome::failed(
-            ReportStatus::Error,
+            FailureKind::NoResult,
             Stage::Run,
             format!(
                 "the runner ended{} without a result in its termination message or its log",
@@ -229,18 +225,6 @@ pub fn verdict_from_log(log: &str, exit_code: Option<i32>) -> AttemptOutcome {
             ),
             true,
         ),
-    }
-}
-
-fn from_result(result: TaskResult, exit_code: i32) -> AttemptOutcome {
-    let status = ReportStatus::from(result.status);
-    AttemptOutcome {
-        status,
-        stage: (status != ReportStatus::Ok).then_some(Stage::Run),
-        error: result.error.clone(),
-        retryable: exit_code == i32::from(runner_exit::RUNNER_FAILED),
-        result: Some(result),
-        stages: Vec::new(),
     }
 }
 
@@ -259,6 +243,8 @@ fn paren(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::ReportStatus;
+    use runner::Status;
     use serde_json::json;
 
     fn job(conditions: serde_json::Value) -> Job {
@@ -325,7 +311,7 @@ mod tests {
         let o = done(verdict(&failed, Some(&p)));
         assert_eq!(
             (o.status, o.stage, o.retryable),
-            (ReportStatus::Trap, Some(Stage::Run), false)
+            (ReportStatus::Runner(Status::Trap), Some(Stage::Run), false)
         );
         assert_eq!(o.result, Some(r));
     }
@@ -342,9 +328,12 @@ mod tests {
         );
         let r = runner::TaskResult::new(None, runner::Status::Ok);
         let o = verdict_from_log(&format!("log\n{}\n", r.to_line()), Some(0));
-        assert_eq!(o.status, ReportStatus::Ok);
+        assert_eq!(o.status, ReportStatus::OK);
         let o = verdict_from_log("nothing useful", Some(0));
-        assert_eq!((o.status, o.retryable), (ReportStatus::Error, true));
+        assert_eq!(
+            (o.status, o.retryable),
+            (ReportStatus::Runner(Status::Error), true)
+        );
         assert!(o.error.unwrap().contains("without a result"));
     }
 
@@ -396,13 +385,13 @@ mod tests {
         ));
         assert_eq!(
             (o.status, o.stage),
-            (ReportStatus::Timeout, Some(Stage::Fetch))
+            (ReportStatus::Runner(Status::Timeout), Some(Stage::Fetch))
         );
 
         let o = done(verdict(&JobEnd::Complete, None));
         assert_eq!(
             o.status,
-            ReportStatus::Error,
+            ReportStatus::Runner(Status::Error),
             "a pod without a result is never a success"
         );
     }

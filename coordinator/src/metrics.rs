@@ -3,7 +3,9 @@
 //!
 //! Names: `wasm_exec_tasks` (by final status), `wasm_exec_task_duration_seconds` and
 //! `wasm_exec_stage_duration_seconds` (by stage: fetch, run), `wasm_exec_tasks_in_flight`,
-//! `wasm_exec_retries`, `wasm_exec_backend_errors` (by kind), `wasm_exec_build` (info).
+//! `wasm_exec_retries`, `wasm_exec_backend_errors` (by kind: `fetch`, `image_pull`,
+//! `oom_killed`, `forbidden`… see [`FailureKind`]), `wasm_exec_publish_failures` and
+//! `wasm_exec_unpublished_results` (by sink), `wasm_exec_build` (info).
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::backend::FailureKind;
 use crate::task::{ReportStatus, Stage};
 
 type Labels = Vec<(String, String)>;
@@ -33,6 +36,8 @@ pub struct Metrics {
     in_flight: Gauge,
     retries: Counter,
     backend_errors: Family<Labels, Counter>,
+    publish_failures: Family<Labels, Counter>,
+    unpublished: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -52,6 +57,8 @@ impl Metrics {
         let in_flight = Gauge::default();
         let retries = Counter::default();
         let backend_errors = Family::<Labels, Counter>::default();
+        let publish_failures = Family::<Labels, Counter>::default();
+        let unpublished = Family::<Labels, Gauge>::default();
         registry.register("tasks", "Tasks published, by final status", tasks.clone());
         registry.register(
             "task_duration_seconds",
@@ -75,6 +82,16 @@ impl Metrics {
             backend_errors.clone(),
         );
         registry.register(
+            "publish_failures",
+            "Failed writes of a result to a sink (each is kept and retried), by sink",
+            publish_failures.clone(),
+        );
+        registry.register(
+            "unpublished_results",
+            "Results waiting for a sink that failed, by sink",
+            unpublished.clone(),
+        );
+        registry.register(
             "build",
             "Build information",
             Info::new(vec![(
@@ -90,6 +107,8 @@ impl Metrics {
             in_flight,
             retries,
             backend_errors,
+            publish_failures,
+            unpublished,
         }
     }
 
@@ -121,10 +140,25 @@ impl Metrics {
         self.retries.inc();
     }
 
-    pub fn backend_error(&self, kind: ReportStatus) {
+    /// An attempt that the machinery ended, by why.
+    pub fn backend_error(&self, kind: FailureKind) {
         self.backend_errors
             .get_or_create(&vec![("kind".into(), kind.as_str().into())])
             .inc();
+    }
+
+    /// A write of a result to `sink` failed.
+    pub fn publish_failed(&self, sink: &str) {
+        self.publish_failures
+            .get_or_create(&vec![("sink".into(), sink.into())])
+            .inc();
+    }
+
+    /// Results waiting for `sink` now.
+    pub fn unpublished(&self, sink: &str, waiting: usize) {
+        self.unpublished
+            .get_or_create(&vec![("sink".into(), sink.into())])
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.
@@ -157,9 +191,11 @@ mod tests {
         assert!(m.render().contains("wasm_exec_tasks_in_flight 1"));
         m.stage(Stage::Fetch, Duration::from_millis(3));
         m.retried();
-        m.backend_error(ReportStatus::FetchFailed);
+        m.backend_error(FailureKind::ImagePull);
+        m.publish_failed("file r.jsonl");
+        m.unpublished("file r.jsonl", 3);
         m.task_took(Duration::from_millis(20));
-        m.published(ReportStatus::Ok);
+        m.published(ReportStatus::OK);
         drop(flight);
         let text = m.render();
         for needle in [
@@ -168,7 +204,9 @@ mod tests {
             "wasm_exec_stage_duration_seconds_count{stage=\"fetch\"} 1",
             "wasm_exec_tasks_in_flight 0",
             "wasm_exec_retries_total 1",
-            "wasm_exec_backend_errors_total{kind=\"fetch_failed\"} 1",
+            "wasm_exec_backend_errors_total{kind=\"image_pull\"} 1",
+            "wasm_exec_publish_failures_total{sink=\"file r.jsonl\"} 1",
+            "wasm_exec_unpublished_results{sink=\"file r.jsonl\"} 3",
             "wasm_exec_build_info{version=",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

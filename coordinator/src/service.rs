@@ -1,6 +1,7 @@
 //! The service loop: takes tasks from the source at most `concurrency` at a time, runs each
 //! through the backend with bounded retries for infrastructure failures only, publishes
-//! every report to every sink, and on shutdown stops intake, gives running tasks a grace
+//! every report to every sink (through the [`Publisher`], which keeps and retries what a
+//! failing sink could not take), and on shutdown stops intake, gives running tasks a grace
 //! period, and reports the rest as interrupted.
 //!
 //! Each task id runs at most once per run: a duplicate from the source is skipped. A task
@@ -23,6 +24,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::backend::Backend;
 use crate::metrics::Metrics;
+use crate::publisher::{PublishHealth, Publisher};
 use crate::sink::ResultSink;
 use crate::source::TaskSource;
 use crate::store::TaskStore;
@@ -38,27 +40,35 @@ pub struct ServiceSettings {
     pub once: bool,
 }
 
-/// What the HTTP listener reads: metrics and the task store, fed by the service.
+/// What the HTTP listener reads: metrics, the task store and how publishing goes, fed by
+/// the service.
 #[derive(Debug, Default)]
 pub struct Observers {
     pub metrics: Metrics,
     pub store: TaskStore,
+    pub publishing: Arc<PublishHealth>,
 }
 
-/// Counts of published reports by status.
+/// Counts of finished tasks by status, and what went wrong around them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub by_status: BTreeMap<&'static str, u64>,
     pub total: u64,
     pub ok: u64,
     pub infrastructure_failures: u64,
+    /// Reports that some sink never took (each was logged whole).
+    pub unpublished: u64,
+    /// Task sources that broke (could not be read to their end).
+    pub source_failures: u64,
+    /// Entries a source skipped as bad (a task file's bad lines).
+    pub skipped: u64,
 }
 
 impl Summary {
     fn add(&mut self, r: &TaskReport) {
         *self.by_status.entry(r.status.as_str()).or_default() += 1;
         self.total += 1;
-        if r.status == ReportStatus::Ok {
+        if r.status == ReportStatus::OK {
             self.ok += 1;
         }
         if r.status.is_infrastructure_failure() {
@@ -66,7 +76,14 @@ impl Summary {
         }
     }
 
-    /// `total=3 ok=2 failed=1 infrastructure_failed=0 (trap=1)`.
+    /// True when the run failed as a whole: an infrastructure failure, a result not
+    /// published, or a source that broke (the exit code is then 1).
+    pub fn failed(&self) -> bool {
+        self.infrastructure_failures > 0 || self.unpublished > 0 || self.source_failures > 0
+    }
+
+    /// `total=3 ok=2 failed=1 infrastructure_failed=0 (trap=1)`, then any unpublished
+    /// results, broken sources and skipped lines.
     pub fn line(&self) -> String {
         let detail: Vec<String> = self
             .by_status
@@ -74,7 +91,7 @@ impl Summary {
             .filter(|(s, _)| **s != "ok")
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
-        format!(
+        let mut line = format!(
             "total={} ok={} failed={} infrastructure_failed={}{}",
             self.total,
             self.ok,
@@ -85,7 +102,17 @@ impl Summary {
             } else {
                 format!(" ({})", detail.join(" "))
             }
-        )
+        );
+        for (name, n) in [
+            ("unpublished", self.unpublished),
+            ("source_failures", self.source_failures),
+            ("skipped_lines", self.skipped),
+        ] {
+            if n > 0 {
+                line.push_str(&format!(" {name}={n}"));
+            }
+        }
+        line
     }
 }
 
@@ -144,7 +171,7 @@ async fn stopped(shutdown: &mut watch::Receiver<Stop>) -> Stop {
 pub async fn serve(
     settings: ServiceSettings,
     mut source: Box<dyn TaskSource>,
-    mut sinks: Vec<Box<dyn ResultSink>>,
+    sinks: Vec<Box<dyn ResultSink>>,
     backend: Arc<dyn Backend>,
     mut shutdown: watch::Receiver<Stop>,
     observers: Arc<Observers>,
@@ -152,23 +179,59 @@ pub async fn serve(
     let (tx, mut rx) = mpsc::unbounded_channel::<(Task, TaskReport)>();
     let published = observers.clone();
     let releaser = backend.clone();
+    let final_grace = settings.grace_period;
     let publisher = tokio::spawn(async move {
         let mut summary = Summary::default();
-        while let Some((task, report)) = rx.recv().await {
-            published.metrics.published(report.status);
-            published.store.done(&report);
-            for sink in sinks.iter_mut() {
-                if let Err(e) = sink.publish(&report) {
-                    error!(task_id = %report.task_id, "{e}");
+        let mut publisher =
+            Publisher::new(sinks, published.publishing.clone()).with_metrics(published.clone());
+        // Only once every sink has a report may the backend let go of the task (its Job).
+        let release = |reports: Vec<Arc<TaskReport>>| {
+            let releaser = releaser.clone();
+            async move {
+                for r in reports {
+                    releaser
+                        .release(&r.task, Some(&r))
+                        .instrument(info_span!("task", task_id = %r.task.task_id))
+                        .await;
                 }
             }
+        };
+        loop {
+            let next_retry = publisher.next_retry();
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                () = sleep_until_some(next_retry), if next_retry.is_some() => {
+                    release(publisher.retry_due()).await;
+                    continue;
+                }
+            };
+            let Some((_task, report)) = received else {
+                break;
+            };
+            published.metrics.published(report.status);
+            published.store.done(&report);
+            info!(task_id = %report.task.task_id, status = report.status.as_str(), attempts = report.attempts, "{}", report.describe());
             summary.add(&report);
-            // Only now, with the result out, may the backend let go of the task's Job.
-            releaser
-                .release(&task, Some(&report))
-                .instrument(info_span!("task", task_id = %task.task_id))
-                .await;
+            if let Some(done) = publisher.publish(report) {
+                release(vec![done]).await;
+            }
         }
+        // Every task has finished: the sinks still failing get until the end of the grace
+        // period, then what they lack is logged whole and counted.
+        let until = tokio::time::Instant::now() + final_grace;
+        while publisher.unpublished() > 0 {
+            match publisher.next_retry() {
+                Some(at) if at <= until => {
+                    tokio::time::sleep_until(at).await;
+                    release(publisher.retry_due()).await;
+                }
+                _ => {
+                    release(publisher.retry_now()).await;
+                    break;
+                }
+            }
+        }
+        summary.unpublished = publisher.give_up() as u64;
         summary
     });
 
@@ -177,6 +240,7 @@ pub async fn serve(
     // Each running task, with a count of its attempts that survives its cancellation.
     let mut in_flight: HashMap<tokio::task::Id, (Task, Arc<AtomicU32>)> = HashMap::new();
     let mut seen = HashSet::new();
+    let mut source_failures = 0u64;
 
     let mut stopping = loop {
         while let Some(done) = running.try_join_next_with_id() {
@@ -195,7 +259,16 @@ pub async fn serve(
             how = stopped(&mut shutdown) => break Some(how),
             t = source.next_task() => t,
         };
-        let Some(task) = next else { break None };
+        let task = match next {
+            Ok(Some(task)) => task,
+            Ok(None) => break None,
+            Err(e) => {
+                // That source is drained now; the others (the task API) go on.
+                error!("{e}");
+                source_failures += 1;
+                continue;
+            }
+        };
         if !seen.insert(task.task_id.clone()) {
             warn!(task_id = %task.task_id, "a task with this id already ran in this run; skipping the duplicate");
             continue;
@@ -289,7 +362,18 @@ pub async fn serve(
         }
     }
     drop(tx);
-    publisher.await.unwrap_or_default()
+    let mut summary = publisher.await.unwrap_or_default();
+    summary.source_failures = source_failures;
+    summary.skipped = source.skipped();
+    summary
+}
+
+/// Sleeps until `at`; never returns for `None` (the caller guards the branch).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs one task with bounded retries for infrastructure failures, then publishes it.
@@ -313,8 +397,8 @@ async fn run_task(
         for (stage, took) in &outcome.stages {
             observers.metrics.stage(*stage, *took);
         }
-        if outcome.retryable {
-            observers.metrics.backend_error(outcome.status);
+        if let Some(kind) = outcome.failure {
+            observers.metrics.backend_error(kind);
         }
         if !(outcome.retryable && attempts <= settings.retries) {
             break outcome;
@@ -347,8 +431,9 @@ async fn run_task(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::AttemptOutcome;
+    use crate::backend::{AttemptOutcome, FailureKind};
     use crate::task::Stage;
+    use runner::Status;
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -356,13 +441,13 @@ mod tests {
 
     struct Tasks(Vec<Task>);
     impl TaskSource for Tasks {
-        fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+        fn next_task(&mut self) -> crate::source::NextTask<'_> {
             let t = if self.0.is_empty() {
                 None
             } else {
                 Some(self.0.remove(0))
             };
-            Box::pin(async move { t })
+            Box::pin(async move { Ok(t) })
         }
     }
 
@@ -408,7 +493,9 @@ mod tests {
         fn hands_over(&self) -> bool {
             self.hands_over
         }
-        fn ready(&self) -> crate::backend::BoxFuture<'_, Result<(), String>> {
+        fn ready(
+            &self,
+        ) -> crate::backend::BoxFuture<'_, Result<(), Vec<crate::backend::NotReady>>> {
             Box::pin(async { Ok(()) })
         }
         fn run<'a>(
@@ -418,22 +505,14 @@ mod tests {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
-                if n < self.fail_first {
-                    let status = if self.retryable {
-                        ReportStatus::FetchFailed
-                    } else {
-                        ReportStatus::Trap
-                    };
-                    AttemptOutcome::failed(status, Stage::Fetch, "boom".into(), self.retryable)
+                if n < self.fail_first && self.retryable {
+                    AttemptOutcome::failed(FailureKind::Fetch, Stage::Fetch, "boom".into(), true)
+                } else if n < self.fail_first {
+                    let mut r = runner::TaskResult::new(None, Status::Trap);
+                    r.error = Some("boom".into());
+                    AttemptOutcome::from_result(r, Some(2))
                 } else {
-                    AttemptOutcome {
-                        status: ReportStatus::Ok,
-                        stage: None,
-                        result: None,
-                        error: None,
-                        retryable: false,
-                        stages: Vec::new(),
-                    }
+                    AttemptOutcome::from_result(runner::TaskResult::new(None, Status::Ok), Some(0))
                 }
             })
         }
@@ -441,6 +520,9 @@ mod tests {
 
     struct Collect(Arc<Mutex<Vec<TaskReport>>>);
     impl ResultSink for Collect {
+        fn name(&self) -> String {
+            "collect".into()
+        }
         fn publish(&mut self, r: &TaskReport) -> Result<(), crate::sink::SinkError> {
             self.0.lock().unwrap().push(r.clone());
             Ok(())
@@ -502,7 +584,7 @@ mod tests {
         let (summary, reports) = go(b, vec![task("a")], settings(2), None).await;
         assert_eq!(
             (reports[0].status, reports[0].attempts),
-            (ReportStatus::Ok, 3)
+            (ReportStatus::OK, 3)
         );
         assert_eq!(
             *releases.lock().unwrap(),
@@ -525,7 +607,7 @@ mod tests {
         let (summary, reports) = go(b, vec![task("a")], settings(3), None).await;
         assert_eq!(
             (reports[0].status, reports[0].attempts),
-            (ReportStatus::Trap, 1)
+            (ReportStatus::Runner(Status::Trap), 1)
         );
         assert_eq!(summary.infrastructure_failures, 0);
         assert!(
@@ -541,7 +623,7 @@ mod tests {
     async fn duplicates_run_once() {
         let b = Flaky::new(0, false, Duration::ZERO);
         let (_, reports) = go(b, vec![task("a"), task("b"), task("a")], settings(0), None).await;
-        let mut ids: Vec<_> = reports.iter().map(|r| r.task_id.clone()).collect();
+        let mut ids: Vec<_> = reports.iter().map(|r| r.task.task_id.clone()).collect();
         ids.sort();
         assert_eq!(ids, vec!["a", "b"]);
     }

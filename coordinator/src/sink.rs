@@ -1,16 +1,18 @@
-//! Where results go, behind one trait: the log (one JSON line per result on stdout, the Go
-//! coordinator's "publish", plus a readable line in the log) and a JSON-lines file,
-//! appended and flushed per result. Several at once.
+//! Where results go, behind one trait: stdout (one JSON line per result, the Go
+//! coordinator's "publish") and a JSON-lines file, appended and flushed per result. The
+//! [`crate::publisher`] sends every report to every sink and retries the ones that fail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tracing::info;
-
 use crate::task::TaskReport;
 
 pub trait ResultSink: Send {
+    /// How logs, metrics and `/readyz` name this sink: `stdout`, `file results.jsonl`.
+    fn name(&self) -> String;
+
+    /// Writes one report, whole or not at all (as far as the sink allows).
     fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError>;
 }
 
@@ -25,10 +27,13 @@ pub enum SinkError {
     },
 }
 
+/// A report as one JSON line, with its newline.
 fn line(report: &TaskReport) -> String {
     // A report holds only strings, numbers and the runner's result: it always serializes.
-    serde_json::to_string(report)
-        .unwrap_or_else(|e| format!("{{\"error\":\"unserializable report: {e}\"}}"))
+    let mut line = serde_json::to_string(report)
+        .unwrap_or_else(|e| format!("{{\"error\":\"unserializable report: {e}\"}}"));
+    line.push('\n');
+    line
 }
 
 /// One JSON line per result on stdout; logs go to stderr, so stdout is machine-readable.
@@ -36,20 +41,25 @@ fn line(report: &TaskReport) -> String {
 pub struct StdoutSink;
 
 impl ResultSink for StdoutSink {
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+
     fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError> {
-        info!(task_id = %report.task_id, status = report.status.as_str(), attempts = report.attempts, "{}", report.describe());
         let mut out = io::stdout().lock();
-        writeln!(out, "{}", line(report))
+        out.write_all(line(report).as_bytes())
             .and_then(|()| out.flush())
             .map_err(|source| SinkError::Write {
-                task_id: report.task_id.clone(),
+                task_id: report.task.task_id.clone(),
                 target: "stdout".into(),
                 source,
             })
     }
 }
 
-/// Appends each result to a file and flushes it, so a crash loses nothing published.
+/// Appends each result to a file and flushes it to disk, so a crash loses nothing
+/// published. A write that fails half-way is cut back off, so the file never holds half a
+/// line.
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
@@ -70,14 +80,33 @@ impl FileSink {
 }
 
 impl ResultSink for FileSink {
+    fn name(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
     fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError> {
-        writeln!(self.file, "{}", line(report))
-            .and_then(|()| self.file.sync_data())
-            .map_err(|source| SinkError::Write {
-                task_id: report.task_id.clone(),
-                target: self.path.display().to_string(),
-                source,
-            })
+        // Where the line starts, to cut a partial write back off (a regular file only; a
+        // device such as /dev/full has no length to go back to).
+        let before = self
+            .file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let written = self
+            .file
+            .write_all(line(report).as_bytes())
+            .and_then(|()| self.file.sync_data());
+        if written.is_err() {
+            if let Some(len) = before {
+                let _ = self.file.set_len(len);
+            }
+        }
+        written.map_err(|source| SinkError::Write {
+            task_id: report.task.task_id.clone(),
+            target: self.path.display().to_string(),
+            source,
+        })
     }
 }
 
@@ -86,24 +115,34 @@ mod tests {
     use super::*;
     use crate::task::{ReportStatus, Task};
 
-    #[test]
-    fn file_sink_appends_one_line_per_result() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r/results.jsonl");
+    fn report(id: &str) -> TaskReport {
         let task = Task {
-            task_id: "t".into(),
+            task_id: id.into(),
             wasm_cid: "Qm".into(),
             input_cid: None,
             entry: None,
         };
+        TaskReport::new(&task, ReportStatus::OK)
+    }
+
+    #[test]
+    fn file_sink_appends_one_line_per_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r/results.jsonl");
         for _ in 0..2 {
             let mut sink = FileSink::open(&path).unwrap();
-            sink.publish(&TaskReport::new(&task, ReportStatus::Ok))
-                .unwrap();
+            sink.publish(&report("t")).unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
-        let back: TaskReport = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        assert_eq!(back.task_id, "t");
+        let back: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(back["task_id"], "t");
+    }
+
+    #[test]
+    fn a_full_device_is_an_error_not_a_success() {
+        let mut sink = FileSink::open(Path::new("/dev/full")).unwrap();
+        let err = sink.publish(&report("t")).unwrap_err().to_string();
+        assert!(err.contains("/dev/full") && err.contains('t'), "{err}");
     }
 }

@@ -1,5 +1,6 @@
 //! What the task API answers from: every task this process has seen, queued, running or
-//! done, with its report. Bounded: past the capacity, the oldest finished tasks are
+//! done, with its report. Bounded in count ([`DEFAULT_CAPACITY`] tasks) and in the bytes of
+//! the reports kept ([`DEFAULT_MAX_BYTES`]): past either, the oldest finished tasks are
 //! forgotten (an unfinished one never is).
 
 use std::collections::{HashMap, VecDeque};
@@ -10,6 +11,9 @@ use serde::Serialize;
 use crate::task::{ReportStatus, Task, TaskReport};
 
 pub const DEFAULT_CAPACITY: usize = 10_000;
+/// Bytes of reports kept (as JSON): a report is at most about a megabyte (the runner's
+/// result cap), so a burst of large results cannot grow the coordinator without bound.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +34,33 @@ pub struct TaskView {
     pub report: Option<TaskReport>,
 }
 
+/// Which tasks `GET /tasks?status=…` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Queued,
+    Running,
+    /// Done, with this final status.
+    Status(ReportStatus),
+}
+
+impl Filter {
+    /// `queued`, `running` or a final status; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Filter> {
+        match s {
+            "queued" => Some(Filter::Queued),
+            "running" => Some(Filter::Running),
+            other => ReportStatus::parse(other).map(Filter::Status),
+        }
+    }
+
+    /// Every value `parse` accepts, for an error message.
+    pub fn choices() -> String {
+        let mut all = vec!["queued", "running"];
+        all.extend(ReportStatus::ALL.iter().map(|s| s.as_str()));
+        all.join(", ")
+    }
+}
+
 #[derive(Debug)]
 pub enum Submitted {
     /// New: queued now.
@@ -40,29 +71,43 @@ pub enum Submitted {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: HashMap<String, TaskView>,
+    by_id: HashMap<String, (TaskView, usize)>,
     /// Ids, oldest first.
     order: VecDeque<String>,
+    /// The sum of the views' sizes.
+    bytes: usize,
 }
 
 #[derive(Debug)]
 pub struct TaskStore {
     inner: Mutex<Inner>,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Default for TaskStore {
     fn default() -> Self {
-        Self::new(DEFAULT_CAPACITY)
+        Self::new(DEFAULT_CAPACITY, DEFAULT_MAX_BYTES)
     }
 }
 
+/// Bytes a view takes as JSON: what the store accounts for it.
+fn size_of(view: &TaskView) -> usize {
+    serde_json::to_vec(view).map_or(0, |v| v.len())
+}
+
 impl TaskStore {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity,
+            max_bytes,
         }
+    }
+
+    /// Bytes of views kept now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -76,7 +121,7 @@ impl TaskStore {
     /// Queues `task` unless its id is known: submitting is idempotent on the task id.
     pub fn submit(&self, task: Task) -> Submitted {
         let mut inner = self.lock();
-        if let Some(v) = inner.by_id.get(&task.task_id) {
+        if let Some((v, _)) = inner.by_id.get(&task.task_id) {
             return Submitted::Known(v.clone());
         }
         let view = TaskView {
@@ -86,7 +131,7 @@ impl TaskStore {
             task,
             report: None,
         };
-        Self::insert(&mut inner, view.clone(), self.capacity);
+        self.insert(&mut inner, view.clone());
         Submitted::New(view)
     }
 
@@ -96,9 +141,11 @@ impl TaskStore {
         if inner
             .by_id
             .get(task_id)
-            .is_some_and(|v| v.state == TaskState::Queued)
+            .is_some_and(|(v, _)| v.state == TaskState::Queued)
         {
-            inner.by_id.remove(task_id);
+            if let Some((_, size)) = inner.by_id.remove(task_id) {
+                inner.bytes -= size;
+            }
             inner.order.retain(|id| id != task_id);
         }
     }
@@ -107,7 +154,7 @@ impl TaskStore {
     pub fn running(&self, task: &Task) {
         let mut inner = self.lock();
         match inner.by_id.get_mut(&task.task_id) {
-            Some(v) => v.state = TaskState::Running,
+            Some((v, _)) => v.state = TaskState::Running,
             None => {
                 let view = TaskView {
                     task_id: task.task_id.clone(),
@@ -116,7 +163,7 @@ impl TaskStore {
                     task: task.clone(),
                     report: None,
                 };
-                Self::insert(&mut inner, view, self.capacity);
+                self.insert(&mut inner, view);
             }
         }
     }
@@ -124,61 +171,61 @@ impl TaskStore {
     pub fn done(&self, report: &TaskReport) {
         let mut inner = self.lock();
         let view = TaskView {
-            task_id: report.task_id.clone(),
+            task_id: report.task.task_id.clone(),
             state: TaskState::Done,
             status: Some(report.status),
-            task: Task {
-                task_id: report.task_id.clone(),
-                wasm_cid: report.wasm_cid.clone(),
-                input_cid: report.input_cid.clone(),
-                entry: report.entry.clone(),
-            },
+            task: report.task.clone(),
             report: Some(report.clone()),
         };
-        match inner.by_id.get_mut(&report.task_id) {
-            Some(v) => *v = view,
-            None => Self::insert(&mut inner, view, self.capacity),
+        if let Some((_, size)) = inner.by_id.remove(&report.task.task_id) {
+            inner.bytes -= size;
+            inner.order.retain(|id| *id != report.task.task_id);
         }
+        self.insert(&mut inner, view);
     }
 
     pub fn get(&self, task_id: &str) -> Option<TaskView> {
-        self.lock().by_id.get(task_id).cloned()
+        self.lock().by_id.get(task_id).map(|(v, _)| v.clone())
     }
 
-    /// The most recent tasks first, optionally only those with a final `status` (or the
-    /// state `queued` / `running`).
-    pub fn list(&self, filter: Option<&str>, limit: usize) -> Vec<TaskView> {
+    /// The most recent tasks first, optionally only those matching `filter`.
+    pub fn list(&self, filter: Option<Filter>, limit: usize) -> Vec<TaskView> {
         let inner = self.lock();
         inner
             .order
             .iter()
             .rev()
-            .filter_map(|id| inner.by_id.get(id))
+            .filter_map(|id| inner.by_id.get(id).map(|(v, _)| v))
             .filter(|v| match filter {
                 None => true,
-                Some("queued") => v.state == TaskState::Queued,
-                Some("running") => v.state == TaskState::Running,
-                Some(s) => v.status.is_some_and(|st| st.as_str() == s),
+                Some(Filter::Queued) => v.state == TaskState::Queued,
+                Some(Filter::Running) => v.state == TaskState::Running,
+                Some(Filter::Status(s)) => v.status == Some(s),
             })
             .take(limit)
             .cloned()
             .collect()
     }
 
-    fn insert(inner: &mut Inner, view: TaskView, capacity: usize) {
+    /// Adds `view` (newest), then forgets the oldest finished tasks while over either bound.
+    fn insert(&self, inner: &mut Inner, view: TaskView) {
+        let size = size_of(&view);
         inner.order.push_back(view.task_id.clone());
-        inner.by_id.insert(view.task_id.clone(), view);
-        while inner.order.len() > capacity {
+        inner.bytes += size;
+        inner.by_id.insert(view.task_id.clone(), (view, size));
+        while inner.order.len() > self.capacity || inner.bytes > self.max_bytes {
             let Some(pos) = inner.order.iter().position(|id| {
                 inner
                     .by_id
                     .get(id)
-                    .is_some_and(|v| v.state == TaskState::Done)
+                    .is_some_and(|(v, _)| v.state == TaskState::Done)
             }) else {
                 break;
             };
             if let Some(id) = inner.order.remove(pos) {
-                inner.by_id.remove(&id);
+                if let Some((_, size)) = inner.by_id.remove(&id) {
+                    inner.bytes -= size;
+                }
             }
         }
     }
@@ -187,6 +234,7 @@ impl TaskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runner::Status;
 
     fn task(id: &str) -> Task {
         Task {
@@ -199,24 +247,28 @@ mod tests {
 
     #[test]
     fn submit_is_idempotent_and_states_advance() {
-        let s = TaskStore::new(10);
+        let s = TaskStore::new(10, DEFAULT_MAX_BYTES);
         assert!(matches!(s.submit(task("a")), Submitted::New(_)));
         assert!(matches!(s.submit(task("a")), Submitted::Known(v) if v.state == TaskState::Queued));
         s.running(&task("a"));
         assert_eq!(s.get("a").unwrap().state, TaskState::Running);
-        s.done(&TaskReport::new(&task("a"), ReportStatus::Trap));
+        s.done(&TaskReport::new(
+            &task("a"),
+            ReportStatus::Runner(Status::Trap),
+        ));
         let v = s.get("a").unwrap();
         assert_eq!(
             (v.state, v.status),
-            (TaskState::Done, Some(ReportStatus::Trap))
+            (TaskState::Done, Some(ReportStatus::Runner(Status::Trap)))
         );
-        assert_eq!(s.list(Some("trap"), 10).len(), 1);
-        assert_eq!(s.list(Some("ok"), 10).len(), 0);
+        assert_eq!(s.list(Filter::parse("trap"), 10).len(), 1);
+        assert_eq!(s.list(Filter::parse("ok"), 10).len(), 0);
+        assert_eq!(Filter::parse("bogus"), None);
     }
 
     #[test]
     fn only_finished_tasks_are_forgotten() {
-        let s = TaskStore::new(2);
+        let s = TaskStore::new(2, DEFAULT_MAX_BYTES);
         s.submit(task("q1"));
         s.submit(task("q2"));
         s.submit(task("q3"));
@@ -225,11 +277,29 @@ mod tests {
             3,
             "queued tasks are kept beyond capacity"
         );
-        s.done(&TaskReport::new(&task("q1"), ReportStatus::Ok));
+        s.done(&TaskReport::new(&task("q1"), ReportStatus::OK));
         s.submit(task("q4"));
         assert!(s.get("q1").is_none());
         assert_eq!(s.list(None, 10)[0].task_id, "q4", "most recent first");
         s.withdraw("q4");
         assert!(s.get("q4").is_none());
+    }
+
+    #[test]
+    fn the_bytes_kept_are_bounded_too() {
+        let s = TaskStore::new(1_000_000, 1 << 20);
+        for i in 0..200 {
+            let mut report = TaskReport::new(&task(&format!("t{i}")), ReportStatus::OK);
+            report.error = Some("e".repeat(50_000));
+            s.done(&report);
+            assert!(s.bytes() <= 1 << 20, "{}", s.bytes());
+        }
+        assert!(s.get("t199").is_some(), "the newest stays");
+        assert!(s.get("t0").is_none(), "the oldest went");
+        // Unfinished tasks are never forgotten, even over the bound.
+        for i in 0..50 {
+            s.submit(task(&format!("q{i}")));
+        }
+        assert!(s.get("q0").is_some());
     }
 }

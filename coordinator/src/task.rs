@@ -1,93 +1,224 @@
 //! A task and the published report of its run: the coordinator's two wire formats, defined
-//! once here. The report embeds the runner's result object ([`runner::TaskResult`]), whose
-//! schema the runner owns.
+//! once here. The report embeds its task and the runner's result object
+//! ([`runner::TaskResult`]), whose schema the runner owns.
+//!
+//! Every task is validated here, whichever source it came from (a task file, `POST
+//! /tasks`, the placeholder, a Job read back at adoption): deserializing a [`Task`] checks
+//! it ([`Task::validate`]), so no source can hand the service a task that would fail later
+//! for a reason known now.
 
+use runner::result::cap_text;
 use runner::{Status, TaskResult};
 use serde::{Deserialize, Serialize};
 
+/// The longest task id, in bytes.
+pub const MAX_TASK_ID_BYTES: usize = 256;
+/// The longest entry name, in bytes.
+pub const MAX_ENTRY_BYTES: usize = 256;
+/// The longest CID accepted for parsing (a sha2-256 CIDv1 in base32 is 59 characters).
+pub const MAX_CID_BYTES: usize = 128;
+
 /// One unit of work. The Go coordinator's field names are accepted as aliases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TaskFields")]
 pub struct Task {
-    #[serde(alias = "TaskID")]
     pub task_id: String,
-    #[serde(alias = "WasmCID")]
     pub wasm_cid: String,
-    #[serde(alias = "InputCID", default)]
     pub input_cid: Option<String>,
-    #[serde(alias = "Entry", default)]
     pub entry: Option<String>,
 }
 
+/// A task as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFields {
+    #[serde(alias = "TaskID")]
+    task_id: String,
+    #[serde(alias = "WasmCID")]
+    wasm_cid: String,
+    #[serde(alias = "InputCID", default)]
+    input_cid: Option<String>,
+    #[serde(alias = "Entry", default)]
+    entry: Option<String>,
+}
+
+impl TryFrom<TaskFields> for Task {
+    type Error = TaskError;
+
+    fn try_from(f: TaskFields) -> Result<Self, TaskError> {
+        Task {
+            task_id: f.task_id,
+            wasm_cid: f.wasm_cid,
+            input_cid: f.input_cid,
+            entry: f.entry,
+        }
+        .validate()
+    }
+}
+
+/// Why a task is refused. Every variant names the field; values are shown cut short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    #[error("{field} is empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} {shown:?} holds the character U+{code:04X} at byte {at}; control characters, line separators and bidirectional overrides are not allowed")]
+    Character {
+        field: &'static str,
+        shown: String,
+        code: u32,
+        at: usize,
+    },
+    #[error("{field} {shown:?} begins or ends with whitespace")]
+    Whitespace { field: &'static str, shown: String },
+    #[error("{field}: {reason}")]
+    Cid { field: &'static str, reason: String },
+}
+
 impl Task {
-    /// Checks what can be checked before running: an id, and CIDs the fetcher can verify.
+    /// Checks every field, the one place that does: ids and entries are non-empty, at most
+    /// [`MAX_TASK_ID_BYTES`] / [`MAX_ENTRY_BYTES`], printable (no control characters, line
+    /// separators or bidirectional overrides: they end up in logs, env vars and Job names)
+    /// and not padded with whitespace; CIDs parse and can be verified by the fetcher.
     /// Empty optional fields count as absent.
-    pub fn validated(mut self) -> Result<Task, String> {
-        if self.task_id.trim().is_empty() {
-            return Err("task_id is empty".into());
-        }
-        fetcher::cid::parse_cid(&self.wasm_cid).map_err(|e| format!("wasm_cid: {e}"))?;
+    pub fn validate(mut self) -> Result<Task, TaskError> {
+        check_name("task_id", &self.task_id, MAX_TASK_ID_BYTES)?;
         self.input_cid = self.input_cid.filter(|c| !c.trim().is_empty());
-        if let Some(c) = &self.input_cid {
-            fetcher::cid::parse_cid(c).map_err(|e| format!("input_cid: {e}"))?;
+        self.entry = self.entry.filter(|e| !e.is_empty());
+        if let Some(entry) = &self.entry {
+            check_name("entry", entry, MAX_ENTRY_BYTES)?;
         }
-        self.entry = self.entry.filter(|e| !e.trim().is_empty());
+        self.wasm_cid = check_cid("wasm_cid", &self.wasm_cid)?;
+        if let Some(c) = &self.input_cid {
+            self.input_cid = Some(check_cid("input_cid", c)?);
+        }
         Ok(self)
     }
 }
 
-/// How a task ended, as published.
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), TaskError> {
+    if value.is_empty() {
+        return Err(TaskError::Empty { field });
+    }
+    if value.len() > max {
+        return Err(TaskError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    if let Some((at, c)) = value
+        .char_indices()
+        .find(|(_, c)| logging::needs_escape(*c))
+    {
+        return Err(TaskError::Character {
+            field,
+            shown: logging::escape(&cap_text(value, 80)),
+            code: u32::from(c),
+            at,
+        });
+    }
+    if value.trim() != value {
+        return Err(TaskError::Whitespace {
+            field,
+            shown: cap_text(value, 80),
+        });
+    }
+    Ok(())
+}
+
+/// The CID, trimmed, once the fetcher can parse and verify it.
+fn check_cid(field: &'static str, value: &str) -> Result<String, TaskError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(TaskError::Empty { field });
+    }
+    if trimmed.len() > MAX_CID_BYTES {
+        return Err(TaskError::TooLong {
+            field,
+            len: trimmed.len(),
+            max: MAX_CID_BYTES,
+        });
+    }
+    fetcher::cid::parse_cid(trimmed).map_err(|e| TaskError::Cid {
+        field,
+        reason: logging::escape(&e.to_string()),
+    })?;
+    Ok(trimmed.to_owned())
+}
+
+/// How a task ended, as published: the runner's own status when a runner reported, or what
+/// only the coordinator knows. On the wire, one snake_case string (`ok`, `fetch_failed`…).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum ReportStatus {
-    Ok,
-    Trap,
-    OutOfFuel,
-    Timeout,
-    InvalidModule,
-    InvalidInput,
-    /// The runner could not do its job (after retries).
-    Error,
+    /// The runner's status: the task ran (`ok`), or failed in a way the runner named.
+    Runner(Status),
     /// The fetcher could not get and verify the module or input (after retries).
     FetchFailed,
     /// A shutdown stopped the task before it finished.
     Interrupted,
 }
 
-impl From<Status> for ReportStatus {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Ok => ReportStatus::Ok,
-            Status::Trap => ReportStatus::Trap,
-            Status::OutOfFuel => ReportStatus::OutOfFuel,
-            Status::Timeout => ReportStatus::Timeout,
-            Status::InvalidModule => ReportStatus::InvalidModule,
-            Status::InvalidInput => ReportStatus::InvalidInput,
-            Status::Error => ReportStatus::Error,
-        }
-    }
-}
-
 impl ReportStatus {
+    pub const OK: Self = Self::Runner(Status::Ok);
+
     /// Failures of the machinery rather than of the task: they make `--once` exit non-zero.
     pub fn is_infrastructure_failure(self) -> bool {
         matches!(
             self,
-            ReportStatus::Error | ReportStatus::FetchFailed | ReportStatus::Interrupted
+            Self::Runner(Status::Error) | Self::FetchFailed | Self::Interrupted
         )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            ReportStatus::Ok => "ok",
-            ReportStatus::Trap => "trap",
-            ReportStatus::OutOfFuel => "out_of_fuel",
-            ReportStatus::Timeout => "timeout",
-            ReportStatus::InvalidModule => "invalid_module",
-            ReportStatus::InvalidInput => "invalid_input",
-            ReportStatus::Error => "error",
-            ReportStatus::FetchFailed => "fetch_failed",
-            ReportStatus::Interrupted => "interrupted",
+            Self::Runner(s) => s.as_str(),
+            Self::FetchFailed => "fetch_failed",
+            Self::Interrupted => "interrupted",
         }
+    }
+
+    /// Every status, for validating a filter and for listing the choices.
+    pub const ALL: [ReportStatus; 9] = [
+        Self::Runner(Status::Ok),
+        Self::Runner(Status::Trap),
+        Self::Runner(Status::OutOfFuel),
+        Self::Runner(Status::Timeout),
+        Self::Runner(Status::InvalidModule),
+        Self::Runner(Status::InvalidInput),
+        Self::Runner(Status::Error),
+        Self::FetchFailed,
+        Self::Interrupted,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl From<Status> for ReportStatus {
+    fn from(s: Status) -> Self {
+        Self::Runner(s)
+    }
+}
+
+impl From<ReportStatus> for &'static str {
+    fn from(s: ReportStatus) -> Self {
+        s.as_str()
+    }
+}
+
+impl TryFrom<String> for ReportStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("{s:?} is not a task status"))
     }
 }
 
@@ -108,13 +239,12 @@ impl Stage {
     }
 }
 
-/// What the coordinator publishes for each task: one JSON object per line.
+/// What the coordinator publishes for each task: one JSON object per line, the task's
+/// fields first (`task_id`, `wasm_cid`, `input_cid`, `entry`), then how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
-    pub task_id: String,
-    pub wasm_cid: String,
-    pub input_cid: Option<String>,
-    pub entry: Option<String>,
+    #[serde(flatten)]
+    pub task: Task,
     pub status: ReportStatus,
     /// The stage that failed; `null` when the task's status is `ok` or it was interrupted
     /// before a stage could be blamed.
@@ -129,10 +259,7 @@ pub struct TaskReport {
 impl TaskReport {
     pub fn new(task: &Task, status: ReportStatus) -> Self {
         Self {
-            task_id: task.task_id.clone(),
-            wasm_cid: task.wasm_cid.clone(),
-            input_cid: task.input_cid.clone(),
-            entry: task.entry.clone(),
+            task: task.clone(),
             status,
             stage: None,
             attempts: 0,
@@ -144,7 +271,7 @@ impl TaskReport {
     /// `fib(12) = [144]`-style summary for people reading the log.
     pub fn describe(&self) -> String {
         match (&self.result, self.status) {
-            (Some(r), ReportStatus::Ok) => {
+            (Some(r), ReportStatus::OK) => {
                 let args: Vec<String> = r.args.iter().map(ToString::to_string).collect();
                 let result = r
                     .result
@@ -160,19 +287,25 @@ impl TaskReport {
                     .exit_code
                     .map(|c| format!(" (exit code {c})"))
                     .unwrap_or_default();
-                format!(
-                    "{}({}) = {result}{exit}",
-                    r.entry.as_deref().unwrap_or("?"),
-                    args.join(", ")
+                cap_text(
+                    &format!(
+                        "{}({}) = {result}{exit}",
+                        r.entry.as_deref().unwrap_or("?"),
+                        args.join(", ")
+                    ),
+                    1024,
                 )
             }
-            _ => format!(
-                "{}{}: {}",
-                self.status.as_str(),
-                self.stage
-                    .map(|s| format!(" in {}", if s == Stage::Fetch { "fetch" } else { "run" }))
-                    .unwrap_or_default(),
-                self.error.as_deref().unwrap_or("")
+            _ => cap_text(
+                &format!(
+                    "{}{}: {}",
+                    self.status.as_str(),
+                    self.stage
+                        .map(|s| format!(" in {}", s.as_str()))
+                        .unwrap_or_default(),
+                    self.error.as_deref().unwrap_or("")
+                ),
+                1024,
             ),
         }
     }
@@ -181,44 +314,127 @@ impl TaskReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const CID: &str = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH";
+
+    fn parse(json: &str) -> Result<Task, String> {
+        serde_json::from_str::<Task>(json).map_err(|e| e.to_string())
+    }
 
     #[test]
     fn go_field_names_are_accepted() {
-        let t: Task = serde_json::from_str(
-            r#"{"TaskID":"t","WasmCID":"QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH","Entry":""}"#,
-        )
-        .unwrap();
-        let t = t.validated().unwrap();
+        let t = parse(&format!(r#"{{"TaskID":"t","WasmCID":"{CID}","Entry":""}}"#)).unwrap();
         assert_eq!((t.task_id.as_str(), t.entry), ("t", None));
     }
 
     #[test]
-    fn bad_cids_and_empty_ids_are_refused() {
-        let t = Task {
-            task_id: "t".into(),
-            wasm_cid: "nope".into(),
-            input_cid: None,
-            entry: None,
-        };
-        assert!(t.clone().validated().unwrap_err().contains("wasm_cid"));
-        let t = Task {
-            task_id: " ".into(),
-            ..t
-        };
-        assert!(t.validated().is_err());
+    fn every_deserialized_task_is_validated() {
+        for (json, says) in [
+            (
+                r#"{"task_id":"t","wasm_cid":"nope"}"#.to_string(),
+                "wasm_cid",
+            ),
+            (
+                format!(r#"{{"task_id":" ","wasm_cid":"{CID}"}}"#),
+                "task_id",
+            ),
+            (
+                format!(r#"{{"task_id":"","wasm_cid":"{CID}"}}"#),
+                "task_id is empty",
+            ),
+            (
+                format!(r#"{{"task_id":"a\u0000b","wasm_cid":"{CID}"}}"#),
+                "U+0000",
+            ),
+            (
+                format!(r#"{{"task_id":"a","wasm_cid":"{CID}","entry":"f\nERROR x"}}"#),
+                "entry",
+            ),
+            (
+                format!(r#"{{"task_id":"a","wasm_cid":"{CID}","input_cid":"Qm"}}"#),
+                "input_cid",
+            ),
+            (
+                format!(r#"{{"task_id":"{}","wasm_cid":"{CID}"}}"#, "x".repeat(257)),
+                "at most 256",
+            ),
+            (
+                format!(r#"{{"task_id":"a","wasm_cid":"{}"}}"#, "b".repeat(1 << 20)),
+                "at most 128",
+            ),
+            (
+                format!(r#"{{"task_id":"a","task_id":"b","wasm_cid":"{CID}"}}"#),
+                "duplicate field",
+            ),
+            (
+                format!(r#"{{"task_id":"a","TaskID":"b","wasm_cid":"{CID}"}}"#),
+                "duplicate field",
+            ),
+            (
+                format!(r#"{{"task_id":"a","wasm_cid":"{CID}","extra":1}}"#),
+                "unknown field",
+            ),
+        ] {
+            let err = parse(&json).unwrap_err();
+            assert!(err.contains(says), "{json:.80}: {err}");
+            assert!(err.len() < 1024, "{}", err.len());
+        }
+    }
+
+    proptest! {
+        /// Whatever the strings, a task that validates holds nothing a log line, an env var
+        /// or a Job could misread, and validation is idempotent.
+        #[test]
+        fn validated_fields_are_printable_and_bounded(
+            id in any::<String>(),
+            entry in proptest::option::of(any::<String>()),
+        ) {
+            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry };
+            if let Ok(t) = task.validate() {
+                for v in std::iter::once(&t.task_id).chain(t.entry.iter()) {
+                    prop_assert!(!v.is_empty() && v.len() <= 256);
+                    prop_assert!(!v.chars().any(logging::needs_escape));
+                    prop_assert_eq!(v.trim(), v.as_str());
+                }
+                prop_assert_eq!(t.clone().validate(), Ok(t));
+            }
+        }
     }
 
     #[test]
-    fn statuses_serialize_in_snake_case() {
-        assert_eq!(
-            serde_json::to_value(ReportStatus::FetchFailed).unwrap(),
-            serde_json::json!("fetch_failed")
-        );
+    fn statuses_are_one_snake_case_string_on_the_wire() {
+        for status in ReportStatus::ALL {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, serde_json::json!(status.as_str()));
+            assert_eq!(
+                serde_json::from_value::<ReportStatus>(json).unwrap(),
+                status
+            );
+        }
+        assert_eq!(ReportStatus::FetchFailed.as_str(), "fetch_failed");
         assert_eq!(
             ReportStatus::from(Status::OutOfFuel).as_str(),
             "out_of_fuel"
         );
         assert!(ReportStatus::Interrupted.is_infrastructure_failure());
-        assert!(!ReportStatus::Trap.is_infrastructure_failure());
+        assert!(!ReportStatus::Runner(Status::Trap).is_infrastructure_failure());
+        assert!(serde_json::from_str::<ReportStatus>("\"bogus\"").is_err());
+    }
+
+    #[test]
+    fn a_report_embeds_its_task_at_the_top_level() {
+        let task = parse(&format!(
+            r#"{{"task_id":"t","wasm_cid":"{CID}","entry":"fib"}}"#
+        ))
+        .unwrap();
+        let report = TaskReport::new(&task, ReportStatus::OK);
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["task_id"], "t");
+        assert_eq!(v["wasm_cid"], CID);
+        assert_eq!(v["entry"], "fib");
+        assert_eq!(v["status"], "ok");
+        let back: TaskReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, report);
     }
 }

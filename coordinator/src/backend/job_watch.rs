@@ -16,10 +16,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::backend::AttemptOutcome;
+use crate::backend::{AttemptOutcome, FailureKind};
 use crate::job::managed_selector;
 use crate::job_status::{fail_fast, job_finished, JobEnd};
-use crate::task::{ReportStatus, Stage};
+use crate::task::Stage;
 
 /// The label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -103,7 +103,7 @@ impl JobWatch {
             }
             tokio::select! {
                 c = changed.changed() => if c.is_err() {
-                    return Err(Box::new(AttemptOutcome::failed(ReportStatus::Error, Stage::Run, "the watch on the task Jobs ended".into(), true)));
+                    return Err(Box::new(AttemptOutcome::failed(FailureKind::Api, Stage::Run, "the watch on the task Jobs ended".into(), true)));
                 },
                 // Not yet seen in the cache: make sure it still exists.
                 () = tokio::time::sleep(LOOKUP_EVERY), if !seen => {
@@ -128,7 +128,7 @@ impl JobWatch {
 
 fn gone(name: &str) -> Box<AttemptOutcome> {
     Box::new(AttemptOutcome::failed(
-        ReportStatus::Error,
+        FailureKind::Api,
         Stage::Run,
         format!("Job {name} was deleted before it finished (by someone else?)"),
         true,

@@ -26,7 +26,7 @@ use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use crate::backend::job_watch::{JobWatch, JOB_NAME_LABEL};
-use crate::backend::{AttemptOutcome, Backend, BoxFuture};
+use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
 use crate::job::{
     build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
     DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
@@ -139,8 +139,12 @@ impl KubernetesBackend {
             if job.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match task_of(&job) {
-                Ok(t) => tasks.push(t),
+            // Read back, then validated like a task from any source.
+            match task_of(&job).map(Task::validate) {
+                Ok(Ok(t)) => tasks.push(t),
+                Ok(Err(e)) => {
+                    warn!("not adopting a Job with our labels: its task is not valid: {e}")
+                }
                 Err(e) => warn!("not adopting a Job with our labels: {e}"),
             }
         }
@@ -157,7 +161,7 @@ impl KubernetesBackend {
         let end = match tokio::time::timeout(bound, self.wait(&name)).await {
             Err(_) => {
                 return AttemptOutcome::failed(
-                    ReportStatus::Timeout,
+                    FailureKind::Deadline,
                     Stage::Run,
                     format!(
                         "Job {name} did not finish within {} s, past its activeDeadlineSeconds; is the Job controller working?",
@@ -176,9 +180,9 @@ impl KubernetesBackend {
     async fn create_or_adopt(&self, job: &Job, task: &Task) -> Result<(), Box<AttemptOutcome>> {
         let name = job.metadata.name.as_deref().unwrap_or_default();
         let ns = &self.settings.namespace;
-        let fail = |message: String, retryable: bool| {
+        let fail = |kind: FailureKind, message: String, retryable: bool| {
             Box::new(AttemptOutcome::failed(
-                ReportStatus::Error,
+                kind,
                 Stage::Fetch,
                 message,
                 retryable,
@@ -212,18 +216,21 @@ impl KubernetesBackend {
                 kube::Error::Api(ref status) if status.code == 409 => {}
                 kube::Error::Api(ref status) if status.code == 403 => {
                     return Err(fail(
+                        FailureKind::Forbidden,
                         format!("creating Job {name} in namespace {ns}: forbidden ({}); the coordinator's ServiceAccount needs the Role in k8s/coordinator.yaml", status.message),
                         false,
                     ))
                 }
                 kube::Error::Api(ref status) if status.code == 422 || status.code == 400 => {
                     return Err(fail(
+                        FailureKind::Rejected,
                         format!("creating Job {name} in namespace {ns}: the API server rejected the Job built from the template: {}", status.message),
                         false,
                     ))
                 }
                 e => {
                     return Err(fail(
+                        FailureKind::Api,
                         format!("creating Job {name} in namespace {ns}: {e}"),
                         true,
                     ))
@@ -235,6 +242,7 @@ impl KubernetesBackend {
                 Ok(None) => continue, // deleted meanwhile: create it again
                 Err(e) => {
                     return Err(fail(
+                        FailureKind::Api,
                         format!("reading the existing Job {name} in namespace {ns}: {e}"),
                         true,
                     ))
@@ -247,6 +255,7 @@ impl KubernetesBackend {
                 .and_then(|a| a.get(ANNOTATION_TASK_ID));
             if owner != Some(&task.task_id) {
                 return Err(fail(
+                    FailureKind::NameTaken,
                     format!(
                         "a Job named {name} already exists in namespace {ns} for {}; delete it (kubectl delete job {name} -n {ns}) or give the task another id",
                         owner.map_or("something else (no task-id annotation)".to_string(), |o| format!("task {o:?}"))
@@ -258,6 +267,7 @@ impl KubernetesBackend {
                 // Being deleted (a retry after a failed attempt): wait, then create anew.
                 if !self.gone(name).await {
                     return Err(fail(
+                        FailureKind::Api,
                         format!(
                             "Job {name} is still being deleted after {} s",
                             GONE_WITHIN.as_secs()
@@ -314,7 +324,7 @@ impl KubernetesBackend {
             Ok(l) => l.items,
             Err(e) => {
                 return AttemptOutcome::failed(
-                    ReportStatus::Error,
+                    FailureKind::Api,
                     Stage::Run,
                     format!("listing the pods of Job {name}: {e}"),
                     true,
@@ -336,7 +346,7 @@ impl KubernetesBackend {
                 match self.pods.logs(pod_name, &params).await {
                     Ok(log) => verdict_from_log(&log, exit_code),
                     Err(e) => AttemptOutcome::failed(
-                        ReportStatus::Error,
+                        FailureKind::Api,
                         Stage::Run,
                         format!("reading the runner's log of pod {pod_name} for its result: {e}"),
                         true,
@@ -344,7 +354,7 @@ impl KubernetesBackend {
                 }
             }
             (Verdict::NeedLog { .. }, None) => AttemptOutcome::failed(
-                ReportStatus::Error,
+                FailureKind::NoResult,
                 Stage::Run,
                 format!("Job {name} finished without a pod to read a result from"),
                 true,
@@ -427,7 +437,7 @@ impl Backend for KubernetesBackend {
         Box::pin(async move {
             let name = job_name(&task.task_id);
             match report {
-                Some(r) if r.status == ReportStatus::Ok => {
+                Some(r) if r.status == ReportStatus::OK => {
                     let result = r
                         .result
                         .as_ref()
@@ -475,15 +485,12 @@ impl Backend for KubernetesBackend {
         true
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), Vec<NotReady>>> {
         Box::pin(async move {
             match tokio::time::timeout(READY_WITHIN, self.client.apiserver_version()).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("the Kubernetes API server is not answering: {e}")),
-                Err(_) => Err(format!(
-                    "the Kubernetes API server did not answer within {} s",
-                    READY_WITHIN.as_secs()
-                )),
+                Ok(Err(e)) => Err(vec![NotReady::ApiServer(e.to_string())]),
+                Err(_) => Err(vec![NotReady::ApiServerSlow(READY_WITHIN.as_secs())]),
             }
         })
     }

@@ -2,8 +2,9 @@
 //! with exactly the environment a task's pod gives them, the task timeout enforced by
 //! killing each child's process group, and the work dir removed afterwards.
 //!
-//! Layout of a work dir, as in the pod: `input/` (the fetcher's `FETCH_DIR`, the emptyDir
-//! at `/mnt/input`) and `shared/result.json` (the runner's `OUTPUT_PATH`).
+//! Layout of a work dir, as in the pod ([`pod`] defines the contract): `input/` (the
+//! fetcher's `FETCH_DIR`, the emptyDir at `/mnt/input`) and `shared/result.json` (the
+//! runner's `OUTPUT_PATH`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -13,19 +14,27 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use pod::exit::runner as runner_exit;
+use pod::{FetcherEnv, RunnerEnv};
+use runner::result::MAX_RESULT_BYTES;
 use runner::TaskResult;
 use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::backend::{AttemptOutcome, Backend, BoxFuture};
-use crate::task::{ReportStatus, Stage, Task};
+use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
+use crate::task::{Stage, Task};
 
 /// Time the runner gets past its own timeout to write its result before it is killed.
 const KILL_SLACK: Duration = Duration::from_secs(5);
 /// How much of a child's stderr is kept for an error message.
 const STDERR_TAIL: usize = 2048;
+
+/// Why the local backend cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    #[error("the `{name}` binary is not at {path} (beside the coordinator); build the workspace (`cargo build --workspace`) or set {name}_path")]
+    MissingBinary { name: &'static str, path: PathBuf },
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
@@ -43,8 +52,8 @@ impl LocalBackend {
     pub fn find_binary(
         configured: Option<&Path>,
         exe: &Path,
-        name: &str,
-    ) -> Result<PathBuf, String> {
+        name: &'static str,
+    ) -> Result<PathBuf, LocalError> {
         if let Some(p) = configured.filter(|p| !p.as_os_str().is_empty()) {
             return Ok(p.to_owned());
         }
@@ -55,10 +64,7 @@ impl LocalBackend {
         if beside.is_file() {
             Ok(beside)
         } else {
-            Err(format!(
-                "the `{name}` binary is not at {} (beside the coordinator); build the workspace (`cargo build --workspace`) or set {name}_path",
-                beside.display()
-            ))
+            Err(LocalError::MissingBinary { name, path: beside })
         }
     }
 
@@ -75,7 +81,7 @@ impl LocalBackend {
             Ok(d) => d,
             Err(e) => {
                 return AttemptOutcome::failed(
-                    ReportStatus::Error,
+                    FailureKind::Local,
                     Stage::Fetch,
                     format!("cannot create a work dir: {e}"),
                     true,
@@ -86,25 +92,28 @@ impl LocalBackend {
         let shared = dir.path().join("shared");
 
         let mut fetch = Command::new(&self.fetcher);
-        fetch
-            .env_clear()
-            .env("IPFS_GATEWAY", &self.gateway)
-            .env("WASM_CID", &task.wasm_cid)
-            .env("FETCH_DIR", &input);
-        if let Some(c) = &task.input_cid {
-            fetch.env("INPUT_CID", c);
-        }
+        fetch.env_clear();
+        set_env(
+            &mut fetch,
+            FetcherEnv {
+                gateway: &self.gateway,
+                wasm_cid: &task.wasm_cid,
+                input_cid: task.input_cid.as_deref(),
+                fetch_dir: &input,
+            }
+            .vars(),
+        );
         let started = Instant::now();
         let fetched = run(fetch, deadline).await;
         stages.push((Stage::Fetch, started.elapsed()));
         let fetched = match fetched {
             Ok(o) => o,
-            Err(e) => return AttemptOutcome::failed(ReportStatus::Error, Stage::Fetch, e, true),
+            Err(e) => return AttemptOutcome::failed(FailureKind::Local, Stage::Fetch, e, true),
         };
         match fetched {
             Finished::TimedOut => {
                 return AttemptOutcome::failed(
-                    ReportStatus::Timeout,
+                    FailureKind::Deadline,
                     Stage::Fetch,
                     self.timeout_message("fetching"),
                     false,
@@ -112,10 +121,11 @@ impl LocalBackend {
             }
             Finished::Exited { code: Some(0), .. } => {}
             Finished::Exited { code, stderr, .. } => {
-                // Exit 2 is a bad CID: no retry can fix it. Anything else may be transient.
-                let retryable = code != Some(2);
+                // Bad usage (an unparsable CID) cannot be cured by a retry; anything else may
+                // be transient.
+                let retryable = code != Some(i32::from(pod::exit::fetcher::USAGE));
                 return AttemptOutcome::failed(
-                    ReportStatus::FetchFailed,
+                    FailureKind::Fetch,
                     Stage::Fetch,
                     last_error(&stderr, "fetcher", code),
                     retryable,
@@ -123,42 +133,36 @@ impl LocalBackend {
             }
         }
 
-        let output = shared.join("result.json");
-        let input_json = input.join("input.json");
+        let output = shared.join(pod::path::RESULT_FILE);
         let mut run_cmd = Command::new(&self.runner);
-        run_cmd
-            .env_clear()
-            .env("WASM_PATH", input.join("module.wasm"))
-            .env(
-                "INPUT_PATH",
-                if task.input_cid.is_some() {
-                    input_json.as_os_str()
-                } else {
-                    "".as_ref()
-                },
-            )
-            .env("OUTPUT_PATH", &output)
-            .env("TERMINATION_LOG", dir.path().join("termination-log"))
-            .env("TASK_ID", &task.task_id)
-            .env(
-                "TIMEOUT_SEC",
-                format!("{}", self.task_timeout.as_secs_f64()),
-            )
-            .env("FUEL", self.fuel.to_string());
-        if let Some(e) = &task.entry {
-            run_cmd.env("ENTRY", e);
-        }
+        run_cmd.env_clear().env(
+            pod::env::TERMINATION_LOG,
+            dir.path().join("termination-log"),
+        );
+        set_env(
+            &mut run_cmd,
+            RunnerEnv {
+                task_id: &task.task_id,
+                entry: task.entry.as_deref(),
+                input_dir: &input,
+                has_input: task.input_cid.is_some(),
+                output: &output,
+                timeout_sec: self.task_timeout.as_secs_f64(),
+                fuel: self.fuel,
+            }
+            .vars(),
+        );
         let started = Instant::now();
         let ran = run(run_cmd, deadline).await;
         stages.push((Stage::Run, started.elapsed()));
         let ran = match ran {
             Ok(o) => o,
-            Err(e) => return AttemptOutcome::failed(ReportStatus::Error, Stage::Run, e, true),
+            Err(e) => return AttemptOutcome::failed(FailureKind::Local, Stage::Run, e, true),
         };
         let (code, stdout, stderr) = match ran {
             Finished::TimedOut => {
                 return AttemptOutcome::failed(
-                    ReportStatus::Timeout,
+                    FailureKind::Deadline,
                     Stage::Run,
                     self.timeout_message("running"),
                     false,
@@ -173,7 +177,7 @@ impl LocalBackend {
         let result = read_result(&output, &stdout);
         let Some(result) = result else {
             return AttemptOutcome::failed(
-                ReportStatus::Error,
+                FailureKind::NoResult,
                 Stage::Run,
                 format!(
                     "the runner finished without a result: {}",
@@ -182,16 +186,7 @@ impl LocalBackend {
                 true,
             );
         };
-        let status = ReportStatus::from(result.status);
-        AttemptOutcome {
-            status,
-            stage: (status != ReportStatus::Ok).then_some(Stage::Run),
-            error: result.error.clone(),
-            // Exit 1: the runner could not do its job; everything else is the task's answer.
-            retryable: code == Some(i32::from(runner_exit::RUNNER_FAILED)),
-            result: Some(result),
-            stages: Vec::new(),
-        }
+        AttemptOutcome::from_result(result, code)
     }
 
     fn timeout_message(&self, doing: &str) -> String {
@@ -215,17 +210,17 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        let missing: Vec<String> = [&self.fetcher, &self.runner]
+    fn ready(&self) -> BoxFuture<'_, Result<(), Vec<NotReady>>> {
+        let missing: Vec<NotReady> = [&self.fetcher, &self.runner]
             .into_iter()
             .filter(|p| !p.is_file())
-            .map(|p| format!("the local backend needs {}, which is missing", p.display()))
+            .map(|p| NotReady::MissingBinary(p.clone()))
             .collect();
         Box::pin(async move {
             if missing.is_empty() {
                 Ok(())
             } else {
-                Err(missing.join("; "))
+                Err(missing)
             }
         })
     }
@@ -279,18 +274,27 @@ async fn run(mut cmd: Command, deadline: Instant) -> Result<Finished, String> {
     }
 }
 
-/// The result file, else the last JSON line of stdout (the runner writes both).
-fn read_result(path: &Path, stdout: &[u8]) -> Option<TaskResult> {
-    if let Some(r) = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-    {
-        return Some(r);
+/// Sets a program's part of the pod's environment.
+fn set_env(cmd: &mut Command, vars: Vec<(&'static str, Option<String>)>) {
+    for (name, value) in vars {
+        if let Some(v) = value {
+            cmd.env(name, v);
+        }
     }
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
+}
+
+/// The result file, else the last result line of stdout (the runner writes both). A result
+/// is at most [`MAX_RESULT_BYTES`]: a larger file is not read whole.
+fn read_result(path: &Path, stdout: &[u8]) -> Option<TaskResult> {
+    use std::io::Read;
+    let from_file = std::fs::File::open(path).ok().and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX_RESULT_BYTES as u64 + 2)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        TaskResult::last_in(&String::from_utf8_lossy(&bytes))
+    });
+    from_file.or_else(|| TaskResult::last_in(&String::from_utf8_lossy(stdout)))
 }
 
 /// The child's last error line (its log goes to stderr), for the report.

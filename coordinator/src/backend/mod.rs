@@ -11,12 +11,71 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use kubernetes::{KubernetesBackend, KubernetesError};
-pub use local::LocalBackend;
-use runner::TaskResult;
+pub use local::{LocalBackend, LocalError};
+use pod::exit::runner as runner_exit;
+use runner::{Status, TaskResult};
 
 use crate::task::{ReportStatus, Stage, Task, TaskReport};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an attempt ended without the runner's own answer: the `kind` label of the metric
+/// `wasm_exec_backend_errors_total`, and the status it is reported with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The fetcher could not get or verify the module or input.
+    Fetch,
+    /// The runner reported that it could not do its job (its exit code 1).
+    Runner,
+    /// A program or pod ended without leaving a result.
+    NoResult,
+    /// The task was stopped at its time limit from outside (the runner did not report it).
+    Deadline,
+    /// A container image cannot be pulled.
+    ImagePull,
+    /// The runner's container was killed for exceeding its memory limit.
+    OutOfMemory,
+    /// The Job failed for another reason its conditions give.
+    JobFailed,
+    /// The API server refused a request (HTTP 403: RBAC).
+    Forbidden,
+    /// The API server rejected the Job built from the template (HTTP 400 or 422).
+    Rejected,
+    /// A Job of the task's name belongs to another task.
+    NameTaken,
+    /// Another request to the API server failed (network, 5xx, a watch that ended).
+    Api,
+    /// The coordinator's own machine: a work dir, starting or waiting for a process.
+    Local,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Fetch => "fetch",
+            FailureKind::Runner => "runner",
+            FailureKind::NoResult => "no_result",
+            FailureKind::Deadline => "deadline",
+            FailureKind::ImagePull => "image_pull",
+            FailureKind::OutOfMemory => "oom_killed",
+            FailureKind::JobFailed => "job_failed",
+            FailureKind::Forbidden => "forbidden",
+            FailureKind::Rejected => "rejected",
+            FailureKind::NameTaken => "name_taken",
+            FailureKind::Api => "api",
+            FailureKind::Local => "local",
+        }
+    }
+
+    /// The status a task that ends this way is published with.
+    pub fn status(self) -> ReportStatus {
+        match self {
+            FailureKind::Fetch => ReportStatus::FetchFailed,
+            FailureKind::Deadline => ReportStatus::Runner(Status::Timeout),
+            _ => ReportStatus::Runner(Status::Error),
+        }
+    }
+}
 
 /// How one attempt at a task ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +84,8 @@ pub struct AttemptOutcome {
     pub stage: Option<Stage>,
     pub result: Option<TaskResult>,
     pub error: Option<String>,
+    /// Why the attempt failed, when the machinery (not the task) decided how it ended.
+    pub failure: Option<FailureKind>,
     /// True for infrastructure failures, which a retry may cure; never for a task's own
     /// deterministic failure.
     pub retryable: bool,
@@ -33,16 +94,47 @@ pub struct AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    pub fn failed(status: ReportStatus, stage: Stage, error: String, retryable: bool) -> Self {
+    /// An attempt that ended without the runner's answer.
+    pub fn failed(kind: FailureKind, stage: Stage, error: String, retryable: bool) -> Self {
         Self {
-            status,
+            status: kind.status(),
             stage: Some(stage),
             result: None,
             error: Some(error),
+            failure: Some(kind),
             retryable,
             stages: Vec::new(),
         }
     }
+
+    /// The runner's result, with the exit code its process ended with: the one conversion
+    /// from a runner's answer to an attempt's outcome, for every backend. Exit code 1 (the
+    /// runner could not do its job) is worth a retry; every other status is the task's own.
+    pub fn from_result(result: TaskResult, exit_code: Option<i32>) -> Self {
+        let status = ReportStatus::from(result.status);
+        let runner_failed = exit_code == Some(i32::from(runner_exit::RUNNER_FAILED))
+            || result.status == Status::Error;
+        Self {
+            status,
+            stage: (status != ReportStatus::OK).then_some(Stage::Run),
+            error: result.error.clone(),
+            failure: runner_failed.then_some(FailureKind::Runner),
+            retryable: runner_failed,
+            result: Some(result),
+            stages: Vec::new(),
+        }
+    }
+}
+
+/// Why a backend cannot take tasks now (for `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the local backend needs {0}, which is missing")]
+    MissingBinary(std::path::PathBuf),
+    #[error("the Kubernetes API server is not answering: {0}")]
+    ApiServer(String),
+    #[error("the Kubernetes API server did not answer within {0} s")]
+    ApiServerSlow(u64),
 }
 
 pub trait Backend: Send + Sync {
@@ -68,5 +160,5 @@ pub trait Backend: Send + Sync {
     }
 
     /// For `/readyz`: why the backend cannot take tasks now, if it cannot.
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn ready(&self) -> BoxFuture<'_, Result<(), Vec<NotReady>>>;
 }

@@ -1,12 +1,9 @@
 //! Tasks submitted through `POST /tasks`, as a task source. The HTTP handler holds the
 //! sending side ([`ApiIntake`]); the service reads this side.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use tokio::sync::mpsc;
 
-use crate::source::TaskSource;
+use crate::source::{NextTask, TaskSource};
 use crate::task::Task;
 
 /// Tasks accepted but not yet taken; beyond this `POST /tasks` answers 503.
@@ -34,7 +31,7 @@ impl ApiSource {
 }
 
 impl TaskSource for ApiSource {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
-        Box::pin(self.rx.recv())
+    fn next_task(&mut self) -> NextTask<'_> {
+        Box::pin(async move { Ok(self.rx.recv().await) })
     }
 }

@@ -1,22 +1,31 @@
 //! Tasks from a JSON-lines file, or stdin (`-`): one object per line with `task_id`,
 //! `wasm_cid`, optional `input_cid` and `entry` (or the Go names `TaskID`, `WasmCID`,
-//! `InputCID`, `Entry`). A bad line is reported with its number and skipped; blank lines
-//! and lines starting with `#` are ignored.
+//! `InputCID`, `Entry`). Blank lines and lines starting with `#` are ignored.
+//!
+//! Lines are read as bytes, so one line that is not UTF-8, not JSON, not a valid task or
+//! longer than [`MAX_LINE_BYTES`] is reported with its number and skipped, and every line
+//! after it still runs. A source that cannot be read (an I/O error, a directory) is an
+//! error, never a quiet end.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tracing::warn;
 
-use crate::source::TaskSource;
+use crate::source::{NextTask, SourceError, TaskSource};
 use crate::task::Task;
+
+/// The longest task line read; longer lines are skipped unread (a task is four short
+/// strings; `POST /tasks` has the same cap).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 pub struct JsonLinesSource {
     name: String,
-    lines: tokio::io::Lines<Box<dyn AsyncBufRead + Send + Unpin>>,
+    reader: Box<dyn AsyncBufRead + Send + Unpin>,
     line_no: u64,
+    done: bool,
+    /// Lines skipped so far, for the summary.
+    skipped: u64,
 }
 
 impl std::fmt::Debug for JsonLinesSource {
@@ -26,90 +35,255 @@ impl std::fmt::Debug for JsonLinesSource {
 }
 
 impl JsonLinesSource {
-    /// Opens `path`, or stdin for `-`.
-    pub async fn open(path: &Path) -> std::io::Result<Self> {
-        let (name, reader): (String, Box<dyn AsyncBufRead + Send + Unpin>) =
-            if path == Path::new("-") {
-                ("stdin".into(), Box::new(BufReader::new(tokio::io::stdin())))
-            } else {
-                let file = tokio::fs::File::open(path).await?;
-                (path.display().to_string(), Box::new(BufReader::new(file)))
-            };
-        Ok(Self::from_reader(name, reader))
+    /// Opens `path`, or stdin for `-`. A directory or an unreadable file is an error now.
+    pub async fn open(path: &Path) -> Result<Self, SourceError> {
+        if path == Path::new("-") {
+            return Ok(Self::from_reader(
+                "stdin".into(),
+                Box::new(BufReader::new(tokio::io::stdin())),
+            ));
+        }
+        let open_error = |source: std::io::Error| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = tokio::fs::metadata(path).await.map_err(open_error)?;
+        if meta.is_dir() {
+            return Err(SourceError::NotAFile {
+                path: path.to_owned(),
+                what: "a directory",
+            });
+        }
+        let file = tokio::fs::File::open(path).await.map_err(open_error)?;
+        Ok(Self::from_reader(
+            path.display().to_string(),
+            Box::new(BufReader::new(file)),
+        ))
     }
 
     pub fn from_reader(name: String, reader: Box<dyn AsyncBufRead + Send + Unpin>) -> Self {
         Self {
             name,
-            lines: reader.lines(),
+            reader,
             line_no: 0,
+            done: false,
+            skipped: 0,
+        }
+    }
+
+    /// Lines skipped as bad so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// What a line holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Task(Box<Task>),
+    /// Blank, or a `#` comment.
+    Nothing,
+    /// Why the line is not a task.
+    Bad(String),
+}
+
+/// One line's task, or why the line is not one. Pure: bytes in.
+pub fn parse_line(bytes: &[u8]) -> Line {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Line::Bad(format!(
+                "not UTF-8 text (invalid byte at {})",
+                e.valid_up_to()
+            ))
+        }
+    };
+    let line = text.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Line::Nothing;
+    }
+    match serde_json::from_str::<Task>(line) {
+        Ok(t) => Line::Task(Box::new(t)),
+        Err(e) => Line::Bad(e.to_string()),
+    }
+}
+
+/// Reads one line into `buf` (without its newline), keeping at most `max` bytes: returns
+/// `None` at the end of input, `Some(true)` when the line was longer and cut.
+async fn read_line(
+    reader: &mut (dyn AsyncBufRead + Send + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (part, used, end) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        if part.len() > room {
+            too_long = true;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        reader.consume(used);
+        if end {
+            return Ok(Some(too_long));
         }
     }
 }
 
-/// One line's task, or why the line is not one.
-pub fn parse_line(line: &str) -> Result<Option<Task>, String> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    let task: Task = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    task.validated().map(Some)
-}
-
 impl TaskSource for JsonLinesSource {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+    fn next_task(&mut self) -> NextTask<'_> {
         Box::pin(async move {
+            if self.done {
+                return Ok(None);
+            }
+            let mut buf = Vec::new();
             loop {
-                let line = match self.lines.next_line().await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        warn!(source = %self.name, "cannot read tasks any more: {e}");
-                        return None;
+                let cut = match read_line(&mut *self.reader, &mut buf, MAX_LINE_BYTES).await {
+                    Ok(Some(cut)) => cut,
+                    Ok(None) => {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                    Err(source) => {
+                        self.done = true;
+                        return Err(SourceError::Read {
+                            name: self.name.clone(),
+                            line: self.line_no + 1,
+                            source,
+                        });
                     }
                 };
                 self.line_no += 1;
-                match parse_line(&line) {
-                    Ok(Some(task)) => return Some(task),
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(source = %self.name, line = self.line_no, "skipping line {}: {e}", self.line_no)
+                let why = if cut {
+                    format!("longer than {MAX_LINE_BYTES} bytes")
+                } else {
+                    match parse_line(&buf) {
+                        Line::Task(task) => return Ok(Some(*task)),
+                        Line::Nothing => continue,
+                        Line::Bad(why) => why,
                     }
-                }
+                };
+                self.skipped += 1;
+                warn!(source = %self.name, line = self.line_no, "skipping line {}: {why}", self.line_no);
             }
         })
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const CID: &str = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH";
 
-    #[tokio::test]
-    async fn bad_lines_are_skipped_and_the_rest_run() {
-        let text = format!(
-            "{{\"task_id\":\"a\",\"wasm_cid\":\"{CID}\"}}\nnot json\n\n# comment\n{{\"task_id\":\"b\",\"wasm_cid\":\"bad\"}}\n{{\"TaskID\":\"c\",\"WasmCID\":\"{CID}\",\"Entry\":\"f\"}}\n"
-        );
-        let mut src = JsonLinesSource::from_reader(
-            "t".into(),
-            Box::new(BufReader::new(std::io::Cursor::new(text.into_bytes()))),
-        );
-        let mut ids = Vec::new();
-        while let Some(t) = src.next_task().await {
-            ids.push(t.task_id);
-        }
-        assert_eq!(ids, vec!["a", "c"]);
-        assert_eq!(src.line_no, 6);
+    fn task_line(id: &str) -> Vec<u8> {
+        format!("{{\"task_id\":\"{id}\",\"wasm_cid\":\"{CID}\"}}\n").into_bytes()
     }
 
-    #[test]
-    fn parse_errors_say_what_is_wrong() {
-        assert!(parse_line("{\"task_id\":\"a\"}")
+    async fn drain(bytes: Vec<u8>) -> (Vec<String>, u64) {
+        let mut src = JsonLinesSource::from_reader(
+            "t".into(),
+            Box::new(BufReader::with_capacity(7, std::io::Cursor::new(bytes))),
+        );
+        let mut ids = Vec::new();
+        while let Some(t) = src.next_task().await.unwrap() {
+            ids.push(t.task_id);
+        }
+        (ids, src.skipped)
+    }
+
+    #[tokio::test]
+    async fn bad_lines_are_skipped_and_the_rest_run() {
+        let mut text = task_line("a");
+        text.extend_from_slice(b"not json\n\n# comment\n\xff\xfe\n");
+        text.extend_from_slice(format!("{{\"task_id\":\"b\",\"wasm_cid\":\"bad\"}}\n{{\"TaskID\":\"c\",\"WasmCID\":\"{CID}\",\"Entry\":\"f\"}}\n").as_bytes());
+        text.extend_from_slice(&vec![b'x'; MAX_LINE_BYTES * 3]);
+        text.push(b'\n');
+        text.extend_from_slice(&task_line("d"));
+        text.extend_from_slice(&task_line("e")[..task_line("e").len() - 1]); // no final newline
+        let (ids, skipped) = drain(text).await;
+        assert_eq!(ids, vec!["a", "c", "d", "e"]);
+        assert_eq!(skipped, 4);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever garbage lines (any bytes but a newline) stand between them, every good
+        /// line's task is read, in order.
+        #[test]
+        fn every_good_line_survives_any_bad_neighbour(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    "[a-z]{1,8}".prop_map(|id| (true, task_line(&id))),
+                    proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..300)
+                        .prop_map(|mut b| { b.push(b'\n'); (false, b) }),
+                ],
+                0..20,
+            )
+        ) {
+            let want: Vec<String> = lines
+                .iter()
+                .filter(|(good, _)| *good)
+                .map(|(_, l)| serde_json::from_slice::<Task>(l).unwrap().task_id)
+                .collect();
+            let bytes: Vec<u8> = lines.into_iter().flat_map(|(_, l)| l).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (ids, _) = rt.block_on(drain(bytes));
+            // A garbage line may happen to be a valid task itself; every good one is there.
+            let mut rest = ids.iter();
+            for id in &want {
+                prop_assert!(rest.any(|got| got == id), "{id} missing from {ids:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_or_a_missing_file_is_an_error_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = JsonLinesSource::open(dir.path())
+            .await
             .unwrap_err()
-            .contains("wasm_cid"));
-        assert_eq!(parse_line("   ").unwrap(), None);
+            .to_string();
+        assert!(err.contains("directory"), "{err}");
+        let err = JsonLinesSource::open(&dir.path().join("missing"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_read_error_is_an_error_not_the_end() {
+        struct Broken;
+        impl tokio::io::AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("EIO")))
+            }
+        }
+        let mut src =
+            JsonLinesSource::from_reader("broken".into(), Box::new(BufReader::new(Broken)));
+        let err = src.next_task().await.unwrap_err().to_string();
+        assert!(err.contains("broken") && err.contains("EIO"), "{err}");
+        assert_eq!(src.next_task().await.unwrap(), None);
     }
 }

@@ -7,6 +7,7 @@ mod jsonl;
 mod placeholder;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use api::{channel as api_channel, ApiIntake, ApiSource};
@@ -15,12 +16,43 @@ pub use placeholder::{PlaceholderSource, SAMPLES};
 
 use crate::task::Task;
 
-/// A stream of tasks. `None` means drained: no task will come any more.
+/// What [`TaskSource::next_task`] gives: a task, `Ok(None)` when drained (no task will
+/// come any more), or an error when the source broke (it is then drained too).
+pub type NextTask<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Task>, SourceError>> + Send + 'a>>;
+
+/// A stream of tasks.
 ///
 /// `next_task` must be cancel-safe: [`Merged`] races two sources and drops the loser's
 /// future, which must not have taken a task yet.
 pub trait TaskSource: Send {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>>;
+    fn next_task(&mut self) -> NextTask<'_>;
+
+    /// Entries skipped as bad so far (a task file's bad lines), for the summary.
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+/// A source that cannot be read. Skipped bad entries are not errors: they are logged
+/// with their line numbers and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open the task file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the task file {path} is {what}, not a file of JSON lines")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("cannot read tasks from {name} any more, at line {line}: {source}")]
+    Read {
+        name: String,
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `first`, then whatever `then` gives: the tasks of Jobs adopted at startup go before
@@ -46,14 +78,18 @@ impl Preloaded {
 }
 
 impl TaskSource for Preloaded {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+    fn next_task(&mut self) -> NextTask<'_> {
         // Taken inside the future (when polled, not when made): cancel-safe.
         Box::pin(async move {
             match self.first.pop_front() {
-                Some(t) => Some(t),
+                Some(t) => Ok(Some(t)),
                 None => self.then.next_task().await,
             }
         })
+    }
+
+    fn skipped(&self) -> u64 {
+        self.then.skipped()
     }
 }
 
@@ -100,7 +136,7 @@ impl Merged {
 }
 
 impl TaskSource for Merged {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+    fn next_task(&mut self) -> NextTask<'_> {
         Box::pin(async move {
             loop {
                 if self.primary_done && self.once {
@@ -108,20 +144,33 @@ impl TaskSource for Merged {
                 }
                 if self.primary_done && self.api_done {
                     self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-                    return None;
+                    return Ok(None);
                 }
                 tokio::select! {
                     t = self.primary.next_task(), if !self.primary_done => match t {
-                        Some(t) => return Some(t),
-                        None => self.primary_done = true,
+                        Ok(Some(t)) => return Ok(Some(t)),
+                        Ok(None) => self.primary_done = true,
+                        // Broken: drained from now on, and the caller hears why once.
+                        Err(e) => {
+                            self.primary_done = true;
+                            return Err(e);
+                        }
                     },
                     t = self.api.next_task(), if !self.api_done => match t {
-                        Some(t) => return Some(t),
-                        None => self.api_done = true,
+                        Ok(Some(t)) => return Ok(Some(t)),
+                        Ok(None) => self.api_done = true,
+                        Err(e) => {
+                            self.api_done = true;
+                            return Err(e);
+                        }
                     },
                 }
             }
         })
+    }
+
+    fn skipped(&self) -> u64 {
+        self.primary.skipped()
     }
 }
 
@@ -146,7 +195,7 @@ mod tests {
             open.clone(),
         );
         let mut ids = Vec::new();
-        while let Some(t) = m.next_task().await {
+        while let Some(t) = m.next_task().await.unwrap() {
             ids.push(t.task_id);
         }
         assert_eq!(ids, vec!["fib", "affine", "add"]);
@@ -166,7 +215,7 @@ mod tests {
             Box::new(PlaceholderSource::new(Scenario::Fib)),
         );
         let mut ids = Vec::new();
-        while let Some(t) = p.next_task().await {
+        while let Some(t) = p.next_task().await.unwrap() {
             ids.push(t.task_id);
         }
         assert_eq!(ids, vec!["adopted", "fib"]);
@@ -189,7 +238,7 @@ mod tests {
             Arc::new(AtomicBool::new(true)),
         );
         let mut ids = Vec::new();
-        while let Some(t) = m.next_task().await {
+        while let Some(t) = m.next_task().await.unwrap() {
             ids.push(t.task_id);
         }
         ids.sort();

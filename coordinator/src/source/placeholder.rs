@@ -6,11 +6,9 @@
 //! file changes.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 
 use crate::config::Scenario;
-use crate::source::TaskSource;
+use crate::source::{NextTask, TaskSource};
 use crate::task::Task;
 
 /// A sample task: (task id, module file, its CID, input file, its CID, entry).
@@ -79,9 +77,9 @@ impl PlaceholderSource {
 }
 
 impl TaskSource for PlaceholderSource {
-    fn next_task(&mut self) -> Pin<Box<dyn Future<Output = Option<Task>> + Send + '_>> {
+    fn next_task(&mut self) -> NextTask<'_> {
         // Taken inside the future, so a future dropped unpolled (by `select!`) loses nothing.
-        Box::pin(async move { self.tasks.pop_front() })
+        Box::pin(async move { Ok(self.tasks.pop_front()) })
     }
 }
 
@@ -111,6 +109,13 @@ mod tests {
             "host/wasm changed; update SAMPLES in coordinator/src/source/placeholder.rs:\n{}",
             stale.join("\n")
         );
+    }
+
+    #[test]
+    fn the_samples_are_valid_tasks() {
+        for t in PlaceholderSource::new(Scenario::All).tasks {
+            assert_eq!(t.clone().validate(), Ok(t));
+        }
     }
 
     #[test]

@@ -1,0 +1,356 @@
+//! Publishing: every report to every sink, once each, and never lost to a sink that fails.
+//!
+//! A sink that fails keeps its reports, in order, in a backlog, and is retried with backoff
+//! ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]); later reports queue behind the backlog so
+//! the sink still sees them in order. A report is *published* only when every sink has it:
+//! only then may the backend let go of what the task holds (the Kubernetes backend keeps
+//! the Job, so a coordinator that exits with reports unpublished leaves them to the next
+//! one). While a sink fails, `/readyz` says so ([`PublishHealth`]) and the metrics count
+//! it; reports still unpublished when the run ends make it fail (exit code 1), and each is
+//! logged whole, so none is lost from sight.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use crate::metrics::Metrics;
+use crate::sink::ResultSink;
+use crate::task::TaskReport;
+
+/// The first wait before a failed sink is tried again.
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between tries of a failing sink.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How each sink is doing, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct PublishHealth {
+    failing: Mutex<BTreeMap<String, (usize, String)>>,
+}
+
+impl PublishHealth {
+    fn set(&self, sink: &str, waiting: usize, error: Option<String>) {
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match error {
+            Some(e) if waiting > 0 => {
+                failing.insert(sink.to_owned(), (waiting, e));
+            }
+            _ => {
+                failing.remove(sink);
+            }
+        }
+    }
+
+    /// One line per failing sink: its name, the reports waiting for it, its last error.
+    pub fn problems(&self) -> Vec<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(sink, (waiting, e))| {
+                format!("results cannot be published to {sink} ({waiting} waiting): {e}")
+            })
+            .collect()
+    }
+}
+
+struct Slot {
+    sink: Box<dyn ResultSink>,
+    name: String,
+    backlog: VecDeque<Arc<TaskReport>>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_error: Option<String>,
+}
+
+pub struct Publisher {
+    slots: Vec<Slot>,
+    /// Task id → how many sinks do not have its report yet, and the report.
+    missing: HashMap<String, (usize, Arc<TaskReport>)>,
+    health: Arc<PublishHealth>,
+    metrics: Option<Arc<crate::service::Observers>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field(
+                "sinks",
+                &self.slots.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field("unpublished", &self.missing.len())
+            .finish()
+    }
+}
+
+impl Publisher {
+    pub fn new(sinks: Vec<Box<dyn ResultSink>>, health: Arc<PublishHealth>) -> Self {
+        let slots = sinks
+            .into_iter()
+            .map(|sink| Slot {
+                name: sink.name(),
+                sink,
+                backlog: VecDeque::new(),
+                retry_at: None,
+                backoff: RETRY_FIRST,
+                last_error: None,
+            })
+            .collect();
+        Self {
+            slots,
+            missing: HashMap::new(),
+            health,
+            metrics: None,
+        }
+    }
+
+    /// Counts failures and waiting reports in these observers' metrics.
+    pub fn with_metrics(mut self, observers: Arc<crate::service::Observers>) -> Self {
+        self.metrics = Some(observers);
+        self
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref().map(|o| &o.metrics)
+    }
+
+    /// Offers `report` to every sink; returns it if every sink has it now.
+    pub fn publish(&mut self, report: TaskReport) -> Option<Arc<TaskReport>> {
+        let report = Arc::new(report);
+        self.missing.insert(
+            report.task.task_id.clone(),
+            (self.slots.len(), report.clone()),
+        );
+        for i in 0..self.slots.len() {
+            self.slots[i].backlog.push_back(report.clone());
+            // A sink with a backlog waits for its retry time: the new report queues behind.
+            if self.slots[i].retry_at.is_none() {
+                self.flush(i);
+            } else {
+                self.show(i);
+            }
+        }
+        self.take_published().into_iter().next()
+    }
+
+    /// Retries every sink whose time has come; returns the reports now published
+    /// everywhere.
+    pub fn retry_due(&mut self) -> Vec<Arc<TaskReport>> {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].retry_at.is_some_and(|t| t <= now) {
+                self.flush(i);
+            }
+        }
+        self.take_published()
+    }
+
+    /// Retries every failing sink now, whatever its backoff (the last tries at the end).
+    pub fn retry_now(&mut self) -> Vec<Arc<TaskReport>> {
+        for i in 0..self.slots.len() {
+            if !self.slots[i].backlog.is_empty() {
+                self.flush(i);
+            }
+        }
+        self.take_published()
+    }
+
+    /// When the next retry is due, if any sink is failing.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.slots.iter().filter_map(|s| s.retry_at).min()
+    }
+
+    /// Reports that some sink does not have yet.
+    pub fn unpublished(&self) -> usize {
+        self.missing.len()
+    }
+
+    /// Gives up on what is still waiting: logs each report whole (so it is not lost from
+    /// sight) with the sinks that lack it, and returns how many there were.
+    pub fn give_up(&mut self) -> usize {
+        let mut lacking: BTreeMap<String, (Arc<TaskReport>, Vec<String>)> = BTreeMap::new();
+        for slot in &mut self.slots {
+            for r in slot.backlog.drain(..) {
+                lacking
+                    .entry(r.task.task_id.clone())
+                    .or_insert_with(|| (r.clone(), Vec::new()))
+                    .1
+                    .push(slot.name.clone());
+            }
+        }
+        for (task_id, (report, sinks)) in &lacking {
+            let json = serde_json::to_string(&**report).unwrap_or_default();
+            error!(task_id = %task_id, "this result was not published to {}: {json}", sinks.join(", "));
+        }
+        self.missing.clear();
+        lacking.len()
+    }
+
+    /// Writes sink `i`'s backlog in order until it is empty or a write fails.
+    fn flush(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        while let Some(report) = slot.backlog.front().cloned() {
+            match slot.sink.publish(&report) {
+                Ok(()) => {
+                    slot.backlog.pop_front();
+                    if let Some((n, _)) = self.missing.get_mut(&report.task.task_id) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    warn!(task_id = %report.task.task_id, sink = %slot.name, "{message}; kept, retrying in {:.1} s", slot.backoff.as_secs_f64());
+                    if let Some(m) = self.metrics.as_ref().map(|o| &o.metrics) {
+                        m.publish_failed(&slot.name);
+                    }
+                    slot.retry_at = Some(Instant::now() + slot.backoff);
+                    slot.backoff = (slot.backoff * 2).min(RETRY_MAX);
+                    slot.last_error = Some(message);
+                    break;
+                }
+            }
+        }
+        if slot.backlog.is_empty() {
+            slot.retry_at = None;
+            slot.backoff = RETRY_FIRST;
+            slot.last_error = None;
+        }
+        self.show(i);
+    }
+
+    /// Makes sink `i`'s state visible to `/readyz` and the metrics.
+    fn show(&self, i: usize) {
+        let slot = &self.slots[i];
+        self.health
+            .set(&slot.name, slot.backlog.len(), slot.last_error.clone());
+        if let Some(m) = self.metrics() {
+            m.unpublished(&slot.name, slot.backlog.len());
+        }
+    }
+
+    /// Reports that every sink has now, forgotten here.
+    fn take_published(&mut self) -> Vec<Arc<TaskReport>> {
+        let done: Vec<String> = self
+            .missing
+            .iter()
+            .filter(|(_, (n, _))| *n == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        done.into_iter()
+            .filter_map(|id| self.missing.remove(&id).map(|(_, r)| r))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkError;
+    use crate::task::{ReportStatus, Task};
+
+    /// A sink that fails while `broken` is set, and records what it got.
+    struct Flaky {
+        name: &'static str,
+        broken: Arc<Mutex<bool>>,
+        got: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ResultSink for Flaky {
+        fn name(&self) -> String {
+            self.name.into()
+        }
+        fn publish(&mut self, r: &TaskReport) -> Result<(), SinkError> {
+            if *self.broken.lock().unwrap() {
+                return Err(SinkError::Write {
+                    task_id: r.task.task_id.clone(),
+                    target: "flaky".into(),
+                    source: std::io::Error::other("disk full"),
+                });
+            }
+            self.got.lock().unwrap().push(r.task.task_id.clone());
+            Ok(())
+        }
+    }
+
+    fn report(id: &str) -> TaskReport {
+        let task = Task {
+            task_id: id.into(),
+            wasm_cid: "Qm".into(),
+            input_cid: None,
+            entry: None,
+        };
+        TaskReport::new(&task, ReportStatus::OK)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_sink_keeps_its_reports_in_order_and_gets_them_later() {
+        let broken = Arc::new(Mutex::new(true));
+        let flaky_got = Arc::new(Mutex::new(Vec::new()));
+        let good_got = Arc::new(Mutex::new(Vec::new()));
+        let health = Arc::new(PublishHealth::default());
+        let mut p = Publisher::new(
+            vec![
+                Box::new(Flaky {
+                    name: "good",
+                    broken: Arc::new(Mutex::new(false)),
+                    got: good_got.clone(),
+                }),
+                Box::new(Flaky {
+                    name: "flaky",
+                    broken: broken.clone(),
+                    got: flaky_got.clone(),
+                }),
+            ],
+            health.clone(),
+        );
+        assert!(p.publish(report("a")).is_none(), "one sink lacks it");
+        assert!(p.publish(report("b")).is_none());
+        assert_eq!(p.unpublished(), 2);
+        assert_eq!(*good_got.lock().unwrap(), vec!["a", "b"]);
+        assert!(
+            health.problems()[0].contains("2 waiting"),
+            "{:?}",
+            health.problems()
+        );
+        // Not due yet: nothing is retried.
+        assert!(p.retry_due().is_empty());
+        *broken.lock().unwrap() = false;
+        tokio::time::advance(RETRY_FIRST).await;
+        let done: Vec<String> = p
+            .retry_due()
+            .iter()
+            .map(|r| r.task.task_id.clone())
+            .collect();
+        assert_eq!(done.len(), 2);
+        assert_eq!(*flaky_got.lock().unwrap(), vec!["a", "b"], "in order");
+        assert!(health.problems().is_empty());
+        assert_eq!(p.unpublished(), 0);
+        assert!(
+            p.publish(report("c")).is_some(),
+            "every sink has it at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_cannot_be_published_is_counted_at_the_end() {
+        let mut p = Publisher::new(
+            vec![Box::new(Flaky {
+                name: "broken",
+                broken: Arc::new(Mutex::new(true)),
+                got: Arc::default(),
+            })],
+            Arc::default(),
+        );
+        p.publish(report("a"));
+        p.publish(report("b"));
+        assert!(p.retry_now().is_empty());
+        assert_eq!(p.give_up(), 2);
+        assert_eq!(p.unpublished(), 0);
+    }
+}

@@ -1,0 +1,395 @@
+//! The coordinator's wiring, as `main` runs it: from the loaded configuration to a backend,
+//! a task source, sinks, the HTTP listener, leader election and the service loop. Every
+//! failure to start is a [`StartupError`] naming the key, its value and its origin, with
+//! the exit code it means ([`StartupError::exit_code`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use tracing::{error, info};
+
+use crate::backend::{Backend, KubernetesBackend, KubernetesError, LocalBackend, LocalError};
+use crate::config::{self, BackendKind, ConfigError};
+use crate::election::{self, ElectionError};
+use crate::http::{self, Readiness};
+use crate::job::{self, JobError};
+use crate::service::{serve, Observers, ServiceSettings, Stop};
+use crate::sink::{FileSink, ResultSink, StdoutSink};
+use crate::source::{
+    api_channel, JsonLinesSource, Merged, PlaceholderSource, Preloaded, SourceError, TaskSource,
+};
+use crate::task::Task;
+
+/// Exit code: every task ran (a task that trapped still ran).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a task failed for infrastructure reasons, a result could not be published, a
+/// task source broke, or this replica lost its leader Lease.
+pub const EXIT_INFRA: u8 = 1;
+/// Exit code: bad configuration (including a Job template that cannot serve).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Why the coordinator could not start (or, for the last few, could not go on).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("configuration: job_template = {path} (from {origin}): cannot read it: {source}")]
+    TemplateUnreadable {
+        path: PathBuf,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration: job_template (from {origin}): {source}")]
+    Template {
+        origin: String,
+        #[source]
+        source: JobError,
+    },
+    #[error("backend = kubernetes (from {origin}): {source}")]
+    Kubernetes {
+        origin: String,
+        #[source]
+        source: Box<KubernetesError>,
+    },
+    #[error("configuration: {0}")]
+    Local(#[from] LocalError),
+    #[error("cannot find the coordinator's own path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    #[error("configuration: ipfs_mirror = {path} (from {origin}): {source}")]
+    Mirror {
+        path: PathBuf,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration: work_dir = {path} (from {origin}): cannot create it: {source}")]
+    WorkDir {
+        path: PathBuf,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration: tasks (from {origin}): {source}")]
+    Tasks {
+        origin: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error(
+        "configuration: results = {path} (from {origin}): cannot open it for appending: {source}"
+    )]
+    Results {
+        path: PathBuf,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration: listen = {addr} (from {origin}): cannot listen there: {source}")]
+    Listen {
+        addr: String,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--print-job: not a valid task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {0}")]
+    PrintJobTask(#[source] serde_json::Error),
+    #[error("--print-job: cannot write the Job as YAML: {0}")]
+    PrintJobYaml(#[source] serde_yaml_ng::Error),
+    #[error(transparent)]
+    Election(#[from] ElectionError),
+    #[error("{source}; the Role in k8s/coordinator.yaml allows listing Jobs")]
+    Adoption {
+        #[source]
+        source: Box<KubernetesError>,
+    },
+}
+
+impl StartupError {
+    /// [`EXIT_CONFIG`] for what the configuration got wrong; [`EXIT_INFRA`] for what
+    /// failed around a correct one (the Lease, listing Jobs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Election(_) | StartupError::Adoption { .. } => EXIT_INFRA,
+            _ => EXIT_CONFIG,
+        }
+    }
+}
+
+/// `--print-job`: the Job for one task, as YAML.
+pub fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, StartupError> {
+    let task: Task = serde_json::from_str(task).map_err(StartupError::PrintJobTask)?;
+    let (template, settings) = job_parts(loaded)?;
+    serde_yaml_ng::to_string(&job::build_job(&template, &task, &settings))
+        .map_err(StartupError::PrintJobYaml)
+}
+
+/// Runs the coordinator until its source is drained (`--once`) or it is told to stop.
+pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
+    let c = &loaded.config;
+    let identity = identity();
+    let mut kube_backend = None;
+    let backend: Arc<dyn Backend> = match loaded.backend {
+        BackendKind::Kubernetes => {
+            let b = Arc::new(kubernetes_backend(&loaded, &identity).await?);
+            kube_backend = Some(b.clone());
+            b
+        }
+        _ => Arc::new(local_backend(&loaded)?),
+    };
+    let primary: Box<dyn TaskSource> =
+        match &c.tasks {
+            Some(path) => Box::new(JsonLinesSource::open(path).await.map_err(|source| {
+                StartupError::Tasks {
+                    origin: loaded.source_of("tasks"),
+                    source,
+                }
+            })?),
+            None => Box::new(PlaceholderSource::new(c.scenario)),
+        };
+    let mut sinks: Vec<Box<dyn ResultSink>> = vec![Box::new(StdoutSink)];
+    if let Some(path) = &c.results {
+        let sink = FileSink::open(path).map_err(|source| StartupError::Results {
+            path: path.clone(),
+            origin: loaded.source_of("results"),
+            source,
+        })?;
+        sinks.push(Box::new(sink));
+    }
+
+    let observers = Arc::new(Observers::default());
+    let source_open = Arc::new(AtomicBool::new(true));
+    // Whether this replica takes tasks: always, unless leader election says otherwise.
+    let leading = Arc::new(AtomicBool::new(!c.leader_election));
+    let (intake, api) = api_channel();
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listen = c.listen.trim();
+    let http_task = if listen.is_empty() || listen == "off" {
+        drop(intake);
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartupError::Listen {
+                addr: listen.to_owned(),
+                origin: loaded.source_of("listen"),
+                source,
+            })?;
+        match listener.local_addr() {
+            Ok(addr) => info!("http listener on {addr}: /healthz /readyz /metrics /tasks"),
+            Err(e) => info!("http listener on {listen} ({e})"),
+        }
+        let ready = Arc::new(Readiness {
+            source_open: source_open.clone(),
+            backend: backend.clone(),
+            leading: c.leader_election.then(|| leading.clone()),
+        });
+        let app = http::router(observers.clone(), intake, ready);
+        Some(tokio::spawn(http::serve(listener, app, async {
+            let _ = http_stop_rx.await;
+        })))
+    };
+    let stop_http = |http_stop_tx: tokio::sync::oneshot::Sender<()>| {
+        let _ = http_stop_tx.send(());
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::No);
+    let stop_tx = Arc::new(stop_tx);
+    let signals = stop_tx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received");
+        let _ = signals.send(Stop::Graceful);
+    });
+
+    // With leader election, wait for the Lease before taking any task; lose it, stop at once.
+    let mut lease = None;
+    if let (true, Some(k)) = (c.leader_election, &kube_backend) {
+        match election::lead(&loaded, k.client().clone(), &identity, stop_rx.clone()).await {
+            Ok(Some(mut held)) => {
+                leading.store(true, Ordering::SeqCst);
+                held.on_loss(stop_tx.clone(), leading.clone());
+                lease = Some(held);
+            }
+            // Stopped before becoming the leader: nothing ran, nothing to report.
+            Ok(None) => {
+                stop_http(http_stop_tx);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                stop_http(http_stop_tx);
+                return Err(e.into());
+            }
+        }
+    }
+    // Jobs a previous coordinator (or leader) left running: collect them first.
+    let adopted = match &kube_backend {
+        Some(k) => match k.adoptable().await {
+            Ok(tasks) => {
+                if !tasks.is_empty() {
+                    info!(
+                        count = tasks.len(),
+                        "adopting the Jobs a previous coordinator left: {}",
+                        tasks
+                            .iter()
+                            .map(|t| t.task_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                tasks
+            }
+            Err(source) => {
+                stop_http(http_stop_tx);
+                return Err(StartupError::Adoption {
+                    source: Box::new(source),
+                });
+            }
+        },
+        None => Vec::new(),
+    };
+    let source: Box<dyn TaskSource> = Box::new(Merged::new(
+        Box::new(Preloaded::new(adopted, primary)),
+        api,
+        c.once,
+        source_open,
+    ));
+
+    let settings = ServiceSettings {
+        concurrency: c.concurrency as usize,
+        retries: c.retries,
+        retry_backoff: Duration::from_millis(c.retry_backoff_ms),
+        grace_period: loaded.grace_period(),
+        once: c.once,
+    };
+    info!(
+        concurrency = settings.concurrency,
+        backend = if kube_backend.is_some() { "kubernetes" } else { "local" },
+        identity = %identity,
+        "coordinator started"
+    );
+    let summary = serve(settings, source, sinks, backend, stop_rx, observers).await;
+    info!("summary: {}", summary.line());
+    let lost_lease = match lease {
+        Some(held) => held.give_up().await,
+        None => false,
+    };
+    // The listener answered queries until every result was published; now it stops.
+    stop_http(http_stop_tx);
+    if let Some(task) = http_task {
+        if let Ok(Err(e)) = task.await {
+            error!("http listener: {e}");
+        }
+    }
+    Ok(ExitCode::from(if summary.failed() || lost_lease {
+        EXIT_INFRA
+    } else {
+        EXIT_OK
+    }))
+}
+
+/// This replica's name in events and on the Lease: the pod name (the hostname in a pod)
+/// and the process id, so that two coordinators on one machine differ too.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coordinator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The Job template and what every Job shares.
+fn job_parts(loaded: &config::Loaded) -> Result<(Job, job::JobSettings), StartupError> {
+    let c = &loaded.config;
+    let path = &c.job_template;
+    let yaml =
+        std::fs::read_to_string(path).map_err(|source| StartupError::TemplateUnreadable {
+            path: path.clone(),
+            origin: loaded.source_of("job_template"),
+            source,
+        })?;
+    let template = job::parse_template(&path.display().to_string(), &yaml).map_err(|source| {
+        StartupError::Template {
+            origin: loaded.source_of("job_template"),
+            source,
+        }
+    })?;
+    let settings = job::JobSettings {
+        namespace: c.namespace.clone(),
+        executor_image: c.executor_image.clone(),
+        fetcher_image: c.fetcher_image.clone(),
+        gateway: c.ipfs_endpoint.trim().to_owned(),
+        task_timeout: loaded.task_timeout(),
+        fuel: c.fuel,
+    };
+    Ok((template, settings))
+}
+
+/// The Job template, the pods' settings and a client.
+async fn kubernetes_backend(
+    loaded: &config::Loaded,
+    identity: &str,
+) -> Result<KubernetesBackend, StartupError> {
+    let (template, settings) = job_parts(loaded)?;
+    KubernetesBackend::connect(template, settings, identity.to_owned())
+        .await
+        .map_err(|source| StartupError::Kubernetes {
+            origin: loaded.source_of("backend"),
+            source: Box::new(source),
+        })
+}
+
+fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> {
+    let c = &loaded.config;
+    let exe = std::env::current_exe().map_err(StartupError::OwnPath)?;
+    let fetcher = LocalBackend::find_binary(c.fetcher_path.as_deref(), &exe, "fetcher")?;
+    let runner = LocalBackend::find_binary(c.runner_path.as_deref(), &exe, "runner")?;
+    let gateway = if c.ipfs_endpoint.trim().is_empty() {
+        let mirror = c
+            .ipfs_mirror
+            .canonicalize()
+            .map_err(|source| StartupError::Mirror {
+                path: c.ipfs_mirror.clone(),
+                origin: loaded.source_of("ipfs_mirror"),
+                source,
+            })?;
+        format!("file://{}", mirror.display())
+    } else {
+        c.ipfs_endpoint.trim().to_owned()
+    };
+    let work_dir = c.work_dir.clone().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = &work_dir {
+        std::fs::create_dir_all(dir).map_err(|source| StartupError::WorkDir {
+            path: dir.clone(),
+            origin: loaded.source_of("work_dir"),
+            source,
+        })?;
+    }
+    Ok(LocalBackend {
+        fetcher,
+        runner,
+        gateway,
+        task_timeout: loaded.task_timeout(),
+        fuel: c.fuel,
+        work_dir,
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
