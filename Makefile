@@ -5,12 +5,31 @@
 CARGO ?= cargo
 SCENARIO ?= all
 DEMO_OUT := host/shared
+FUZZ_SECONDS ?= 60
 
-.PHONY: all build test lint unit wasm wasm-check tools demo cids bench-runner bench-fetcher bench-coordinator clean
+# Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir of a cargo config, or
+# target/ (cargo metadata knows which).
+TARGET_DIR := $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+ifeq ($(TARGET_DIR),)
+TARGET_DIR := target
+endif
+# The binaries `make demo` and `make test` share: one dev build (see Cargo.toml's profiles).
+DEV_BIN := $(TARGET_DIR)/debug
+RELEASE_BIN := $(TARGET_DIR)/release
+
+.PHONY: all build build-dev release test lint unit wasm wasm-check tools demo cids bench-runner bench-fetcher bench-coordinator fuzz clean
 
 all: build
 
-build:
+## build: the three binaries (dev profile, the build `make demo` and `make test` share)
+build: build-dev
+
+build-dev:
+	$(CARGO) build --workspace --bins
+
+## release: the three binaries optimized, as the images and the benchmarks use them
+release:
 	$(CARGO) build --workspace --release
 
 ## test: formatting, clippy, shellcheck, every unit/integration/end-to-end test, and the samples' rebuild check
@@ -22,8 +41,7 @@ lint: tools
 	shellcheck scripts/*.sh .ci/run
 
 # The end-to-end tests run the fetcher and runner binaries beside the coordinator's.
-unit:
-	$(CARGO) build --workspace
+unit: build-dev
 	$(CARGO) test --workspace --no-fail-fast
 
 tools:
@@ -38,27 +56,28 @@ wasm-check: tools
 	$(MAKE) -C bench/runner check
 
 ## demo: the coordinator runs the placeholder tasks with the local backend (SCENARIO=fib|affine|add|all)
-demo: build
+demo: build-dev
 	@mkdir -p $(DEMO_OUT)
-	COORDINATOR_BACKEND=local target/release/coordinator --once --scenario $(SCENARIO) \
+	COORDINATOR_BACKEND=local $(DEV_BIN)/coordinator --once --scenario $(SCENARIO) \
 	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl --listen off
 	@echo "results (one JSON object per task) appended to $(DEMO_OUT)/results.jsonl"
 
 ## cids: the CIDs of the sample files, as the placeholder tasks use them
-cids: build
+cids: build-dev
 	@for f in host/wasm/*.wasm host/wasm/*-input.json; do \
-	  printf '%-28s %s  %s\n' "$$f" "$$(target/release/fetcher cid $$f)" "$$(target/release/fetcher cid --cid-version 1 $$f)"; done
+	  printf '%-28s %s  %s\n' "$$f" "$$($(DEV_BIN)/fetcher cid $$f)" "$$($(DEV_BIN)/fetcher cid --cid-version 1 $$f)"; done
 
 ## bench-runner: runner vs native C on the same kernels (a table; not a test)
 bench-runner: tools
 	$(CARGO) build --release -p runner
-	$(MAKE) -C bench/runner
-	$(CARGO) bench -p runner --bench runner_vs_native
+	$(MAKE) -C bench/runner OUT=$(abspath $(TARGET_DIR))/bench
+	RUNNER_BIN=$(RELEASE_BIN)/runner NATIVE_BENCH_BIN=$(TARGET_DIR)/bench/native_kernels \
+	  $(CARGO) bench -p runner --bench runner_vs_native
 
 ## bench-fetcher: a 50 MiB module over loopback, verified vs plain; fetcher cid vs sha256sum
 bench-fetcher:
 	$(CARGO) build --release -p fetcher
-	$(CARGO) bench -p fetcher --bench fetcher_vs_plain
+	FETCHER_BIN=$(RELEASE_BIN)/fetcher $(CARGO) bench -p fetcher --bench fetcher_vs_plain
 
 ## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2, POST /tasks at 100/s for 60 s, 100 tasks through the Kubernetes backend against the test stand-in
 bench-coordinator:
@@ -67,6 +86,10 @@ bench-coordinator:
 	$(CARGO) bench -p coordinator --bench coordinator_api
 	$(CARGO) bench -p coordinator --bench coordinator_kubernetes
 
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (not part of `make test`; see fuzz/README.md)
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 clean:
 	$(CARGO) clean
 
@@ -74,20 +97,20 @@ clean:
 # or a cluster; it is part of `make test`.
 .PHONY: manifests-check images kind-demo kind-down logs
 
-VALIDATE_VENV ?= target/validate-venv
+VALIDATE_VENV ?= $(TARGET_DIR)/validate-venv
 
 ## manifests-check: k8s/*.yaml and the Jobs the coordinator generates (--print-job) against the Kubernetes 1.33 JSON schemas (strict, offline), the compose file, the Dockerfiles, and policy (no Secrets, least-privilege RBAC)
 manifests-check:
 	@VALIDATE_VENV=$(VALIDATE_VENV) scripts/ensure-validate.sh
 	$(CARGO) build --quiet -p coordinator
-	@mkdir -p target/generated
-	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 target/debug/coordinator --print-job \
+	@mkdir -p $(TARGET_DIR)/generated
+	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 $(DEV_BIN)/coordinator --print-job \
 	  '{"task_id":"Fib_1/a task id that is far too long to be a Kubernetes name as it is","wasm_cid":"Qmakqmav82dp99fynQmoZHUr8UgmnmopakEmEaTeTnMHg1","input_cid":"Qmaecf1kUsJ8Hv7A1amYTmYxVm4WWetBQv66qgXTg3WZiK","entry":"fib"}' \
-	  > target/generated/job-fib.yaml
-	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 target/debug/coordinator --print-job \
+	  > $(TARGET_DIR)/generated/job-fib.yaml
+	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 $(DEV_BIN)/coordinator --print-job \
 	  '{"task_id":"stats","wasm_cid":"QmfZ7H1gRMey9ADX4gPezeughyT2d9EbpwXDa1K8NoysCy"}' \
-	  > target/generated/job-stats.yaml
-	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py --with target/generated/job-fib.yaml target/generated/job-stats.yaml
+	  > $(TARGET_DIR)/generated/job-stats.yaml
+	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py --with $(TARGET_DIR)/generated/job-fib.yaml $(TARGET_DIR)/generated/job-stats.yaml
 
 ## images: docker build executor-demo/{executor,fetcher,coordinator}:demo (needs a running Docker engine)
 images:
@@ -95,7 +118,7 @@ images:
 
 ## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl)
 kind-demo:
-	@scripts/kind-demo.sh
+	@TARGET_DIR=$(TARGET_DIR) scripts/kind-demo.sh
 
 ## kind-down: delete the kind cluster made by kind-demo
 kind-down:

@@ -74,7 +74,7 @@ k apply -f k8s/ipfs.yaml
 k rollout status deployment/ipfs --timeout=180s || die "the IPFS node did not become ready (k describe pod -l app.kubernetes.io/name=ipfs)"
 
 step "adding host/wasm's modules and inputs to the IPFS node"
-fetcher=target/release/fetcher
+fetcher=${TARGET_DIR:-target}/debug/fetcher
 for f in host/wasm/*.wasm host/wasm/*-input.json; do
   cid=$(k exec -i deployment/ipfs -c ipfs -- ipfs add -Q --pin=true <"$f" | tr -d '\r') \
     || die "ipfs add $f failed"

@@ -7,7 +7,7 @@
 //! cargo build --release -p fetcher
 //! cargo bench -p fetcher --bench fetcher_vs_plain      # or: make bench-fetcher
 //! ```
-//! `FETCHER_BIN` overrides `target/release/fetcher`; `FETCHER_BENCH_MIB` the size (50).
+//! `FETCHER_BIN` overrides `<target dir>/release/fetcher`; `FETCHER_BENCH_MIB` the size (50).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,7 +39,13 @@ fn run() -> Result<(), String> {
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = std::env::var_os("FETCHER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root_dir.join("target/release/fetcher"));
+        .unwrap_or_else(|| {
+            // This bench runs from `<target dir>/release/deps/`: the fetcher is two up.
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.parent()?.join("fetcher")))
+                .unwrap_or_else(|| root_dir.join("target/release/fetcher"))
+        });
     if !bin.exists() {
         return Err(format!(
             "{} not found: run `cargo build --release -p fetcher` first",

@@ -11,7 +11,7 @@
 //! cargo bench -p runner --bench runner_vs_native
 //! ```
 //!
-//! Environment: `RUNNER_BIN` (default `target/release/runner`), `NATIVE_BENCH_BIN` (default
+//! Environment: `RUNNER_BIN` (default `<target dir>/release/runner`), `NATIVE_BENCH_BIN` (default
 //! `target/bench/native_kernels`), `RUNNER_BENCH_RUNS` (timed runs per measurement, default
 //! 5, after one warm-up), `RUNNER_BENCH_QUICK=1` (tiny sizes: checks agreement in seconds).
 //! Under `cargo test --benches` (no `--bench` flag) it runs the quick sizes once when both
@@ -76,13 +76,13 @@ fn run() -> Result<(), String> {
     let root = workspace_root();
     let runner = locate(
         "RUNNER_BIN",
-        &root.join("target/release/runner"),
+        &release_dir().join("runner"),
         "the release runner binary",
         "run `cargo build --release -p runner` first",
     );
     let native = locate(
         "NATIVE_BENCH_BIN",
-        &root.join("target/bench/native_kernels"),
+        &release_dir().with_file_name("bench").join("native_kernels"),
         "the native kernels binary",
         "run `make -C bench/runner` first",
     );
@@ -207,6 +207,15 @@ fn run() -> Result<(), String> {
 }
 
 /// The workspace root: this crate's manifest directory's parent.
+/// The release dir this bench was built into (it runs from `<target>/release/deps/`), so
+/// that a `CARGO_TARGET_DIR` elsewhere is found too.
+fn release_dir() -> PathBuf {
+    env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| workspace_root().join("target/release"))
+}
+
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()

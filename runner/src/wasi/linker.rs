@@ -11,33 +11,6 @@ use super::{clock, WasiCtx, WASI_MODULE};
 use wasmi::errors::LinkerError;
 use wasmi::{Caller, Error, Extern, ExternType, Linker, Module, Val, ValType};
 
-/// The preview1 functions [`add_to_linker`] defines; every other import from
-/// [`WASI_MODULE`] is left to [`define_unsupported`].
-pub const IMPLEMENTED_FUNCTIONS: &[&str] = &[
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "random_get",
-    "fd_close",
-    "fd_fdstat_get",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_read",
-    "fd_write",
-    "fd_seek",
-    "fd_tell",
-    "fd_filestat_get",
-    "fd_readdir",
-    "path_open",
-    "path_filestat_get",
-    "proc_exit",
-    "sched_yield",
-    "poll_oneoff",
-];
-
 type Getter<T> = fn(&mut T) -> &mut WasiCtx;
 
 /// Runs `f` with the caller's exported `memory` and its [`WasiCtx`], turning

@@ -30,7 +30,7 @@ pub use clock::{
     CLOCK_THREAD_CPUTIME_ID, SEEDED_REALTIME_START_NS, SEEDED_TICK_NS,
 };
 pub use fs::{MAX_FDS, MAX_PATH_LEN};
-pub use linker::{add_to_linker, define_unsupported, IMPLEMENTED_FUNCTIONS};
+pub use linker::{add_to_linker, define_unsupported};
 pub use memory::MAX_IOVS;
 pub use stdio::{CaptureBuffer, Captured, OutputSink, StdinSource};
 
