@@ -18,8 +18,9 @@ COORDINATOR_* environment (e.g. COORDINATOR_CONCURRENCY=4) < flags. --print-conf
 key, its effective value and where it came from.\n\nResults: one JSON line per task on stdout \
 (logs go to stderr), and appended to --results FILE.\n\nExit codes: 0 every task ran (a task \
 that trapped still ran); 1 a task failed for infrastructure reasons (fetch failed, runner \
-error, interrupted), or this replica lost its leader Lease; 2 bad configuration (including a Job \
-template that cannot serve).\n\nBackends: local runs the fetcher and runner binaries as child \
+error, interrupted), a result could not be published, the task source broke while read, or \
+this replica lost its leader Lease; 2 bad configuration (including a task file that cannot \
+be opened and a Job template that cannot serve).\n\nBackends: local runs the fetcher and runner binaries as child \
 processes; kubernetes runs one Job per task from job_template (client: the pod's service \
 account, else KUBECONFIG or ~/.kube/config), adopts the Jobs a previous coordinator left, and \
 with --leader-election takes tasks only while holding the Lease."

@@ -24,12 +24,14 @@ const EXIT_CODES: &str = "\
 Exit codes (task mode):
   0  a result was produced (status ok; a WASI command's own exit code is in the result)
   1  the runner could not do its job: unreadable module or input, unwritable output,
-     bad flags or environment values (worth a retry)
+     bad flags or environment values, or its worker process died (worth a retry)
   2  the task failed deterministically: trap, out of fuel, invalid module or input,
      unknown entry (a retry gives the same answer)
   3  the wall-clock timeout fired
-A result JSON object is written in every case where it can be: to --output, to the
-termination message file when it exists, and as the last line of stdout.
+A result JSON object (at most 1 MiB; fields cut to their caps are named in \"elided\")
+is written in every case where it can be: to --output, to the termination message file
+when it exists, and as the last line of stdout. The task runs in a worker process, so a
+worker that crashes still leaves a result (status error, the cause named).
 
 Exit codes (--plain): the guest's exit code; 134 after a trap or running out of fuel
 (the message on stderr); 124 after the timeout; 1 when the module cannot be run.
@@ -197,6 +199,13 @@ impl From<LogFormat> for logging::Format {
     }
 }
 
+/// A command line that parses but cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("--plain needs a MODULE: runner --plain [OPTIONS] MODULE [ARGS]...")]
+    PlainWithoutModule,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Mode {
@@ -206,7 +215,7 @@ pub enum Mode {
 
 impl Cli {
     /// Resolves defaults that depend on the mode or on the file system.
-    pub fn into_mode(self) -> Result<Mode, String> {
+    pub fn into_mode(self) -> Result<Mode, CliError> {
         let plain = self.plain;
         let fuel = match self.fuel {
             Some(0) => None,
@@ -229,9 +238,7 @@ impl Cli {
         dirs.extend(self.dirs_rw);
 
         if plain {
-            let module = self
-                .module
-                .ok_or("--plain needs a MODULE: runner --plain [OPTIONS] MODULE [ARGS]...")?;
+            let module = self.module.ok_or(CliError::PlainWithoutModule)?;
             return Ok(Mode::Plain(Box::new(PlainOptions {
                 module,
                 max_module_size: self.max_module_size as u64,

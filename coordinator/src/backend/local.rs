@@ -108,7 +108,9 @@ impl LocalBackend {
         stages.push((Stage::Fetch, started.elapsed()));
         let fetched = match fetched {
             Ok(o) => o,
-            Err(e) => return AttemptOutcome::failed(FailureKind::Local, Stage::Fetch, e, true),
+            Err(e) => {
+                return AttemptOutcome::failed(FailureKind::Local, Stage::Fetch, e.to_string(), true)
+            }
         };
         match fetched {
             Finished::TimedOut => {
@@ -157,7 +159,9 @@ impl LocalBackend {
         stages.push((Stage::Run, started.elapsed()));
         let ran = match ran {
             Ok(o) => o,
-            Err(e) => return AttemptOutcome::failed(FailureKind::Local, Stage::Run, e, true),
+            Err(e) => {
+                return AttemptOutcome::failed(FailureKind::Local, Stage::Run, e.to_string(), true)
+            }
         };
         let (code, stdout, stderr) = match ran {
             Finished::TimedOut => {
@@ -247,20 +251,38 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn run(mut cmd: Command, deadline: Instant) -> Result<Finished, String> {
+/// A child process that could not be run or waited for.
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for {program} failed: {source}")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+async fn run(mut cmd: Command, deadline: Instant) -> Result<Finished, ProcessError> {
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     cmd.process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let child = cmd.spawn().map_err(|source| ProcessError::Start {
+        program: program.clone(),
+        source,
+    })?;
     let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
     match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Err(_) => Ok(Finished::TimedOut),
-        Ok(Err(e)) => Err(format!("waiting for {program} failed: {e}")),
+        Ok(Err(source)) => Err(ProcessError::Wait { program, source }),
         Ok(Ok(out)) => {
             // Reaped: the group id may be reused, so do not signal it.
             guard.0 = None;
