@@ -448,6 +448,58 @@ mod tests {
         assert!(v["elided"].as_array().unwrap().len() >= 5);
     }
 
+    fn arb_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            (any::<char>(), 0usize..400_000).prop_map(|(c, n)| c.to_string().repeat(n)),
+            Just("\u{0}".repeat(300_000)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever a module and a task's author put in a result, the line written is valid
+        /// JSON of at most `MAX_RESULT_BYTES`, the capped fields are within their caps, and
+        /// every field that was cut is named.
+        #[test]
+        fn a_result_line_is_bounded_whatever_its_fields_hold(
+            id in arb_text(), entry in arb_text(), error in arb_text(),
+            args in proptest::collection::vec(arb_text(), 0..40),
+            out in arb_text(),
+        ) {
+            let mut r = sample();
+            r.task_id = Some(id.clone());
+            r.entry = Some(entry.clone());
+            r.error = Some(error.clone());
+            r.args = args.iter().cloned().map(Value::from).collect();
+            r.stdout = GuestOutput::from_capture(out.as_bytes(), out.len() as u64);
+            let line = r.to_bounded_line();
+            proptest::prop_assert!(line.len() <= MAX_RESULT_BYTES, "{}", line.len());
+            let back: TaskResult = serde_json::from_str(&line).unwrap();
+            let named = |f: &str| back.elided.iter().any(|e| e == f);
+            for (field, original, max) in [
+                ("task_id", &id, MAX_NAME_BYTES),
+                ("entry", &entry, MAX_NAME_BYTES),
+                ("error", &error, MAX_ERROR_BYTES),
+            ] {
+                let kept = match field {
+                    "task_id" => back.task_id.clone(),
+                    "entry" => back.entry.clone(),
+                    _ => back.error.clone(),
+                }
+                .unwrap_or_default();
+                proptest::prop_assert!(kept.len() <= max || named(field));
+                proptest::prop_assert_eq!(kept != *original, named(field), "{}", field);
+            }
+            proptest::prop_assert!(json_len(&back.args) <= MAX_ARGS_BYTES || named("args"));
+            if back.args.len() < args.len() {
+                proptest::prop_assert!(named("args"));
+            }
+        }
+    }
+
     #[test]
     fn capture_cut_mid_character_does_not_invent_replacement_chars() {
         let text = "aé"; // 'é' is two bytes; keep only its first
