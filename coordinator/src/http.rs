@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,6 +65,8 @@ pub fn router(observers: Arc<Observers>, intake: ApiIntake, ready: Arc<Readiness
         .route("/metrics", get(metrics))
         .route("/tasks", get(list_tasks).post(submit))
         .route("/tasks/{id}", get(get_task))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App {
             observers,
@@ -173,7 +175,31 @@ async fn submit(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> 
     }
 }
 
-async fn get_task(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint {}: try /healthz, /readyz, /metrics, /tasks, /tasks/{{id}}",
+            runner::result::cap_text(uri.path(), 256)
+        ),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}: tasks are submitted with POST /tasks and read with GET",
+            runner::result::cap_text(uri.path(), 256)
+        ),
+    )
+}
+
+async fn get_task(State(app): State<App>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     match app.observers.store.get(&id) {
         Some(view) => Json(view).into_response(),
         None => error(

@@ -67,11 +67,25 @@ pub struct FileSink {
 }
 
 impl FileSink {
+    /// Opens `path` for appending (created if missing). A FIFO without a reader is an error
+    /// at once (ENXIO) instead of a coordinator hanging at startup: the file is opened
+    /// non-blocking, then set to block again for the writes.
     pub fn open(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)?;
+        let flags =
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+        let blocking =
+            nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(blocking))
+            .map_err(io::Error::from)?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -137,6 +151,19 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         let back: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(back["task_id"], "t");
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_is_refused_at_open_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let err = FileSink::open(&fifo).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ENXIO), "{err}");
     }
 
     #[test]

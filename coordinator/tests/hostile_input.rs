@@ -362,6 +362,10 @@ fn every_error_answer_of_the_api_is_json() {
         ("GET", "/tasks?limit=many", b"", 400, "limit"),
         ("GET", "/tasks?status=bogus", b"", 400, "fetch_failed"),
         ("GET", "/tasks/nope", b"", 404, "nope"),
+        ("GET", "/tasks/%FF%FE", b"", 400, "UTF-8"),
+        ("GET", "/no/such/thing", b"", 404, "no such endpoint"),
+        ("DELETE", "/tasks", b"", 405, "not allowed"),
+        ("PUT", "/healthz", b"", 405, "not allowed"),
     ] {
         let (got, text) = http_client::request(port, method, path, body);
         assert_eq!(got, status, "{method} {path}: {text}");

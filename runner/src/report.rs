@@ -67,7 +67,20 @@ fn write_termination_message(path: &Path, result: &TaskResult) -> Result<(), Rep
     let mut capped = result.clone();
     capped.cap_fields();
     let msg = capped.fit_to(TERMINATION_MESSAGE_LIMIT);
-    fs::write(path, msg).map_err(|source| ReportError::Termination {
+    // In place, never by rename: Kubernetes bind-mounts this file. A FIFO without a reader
+    // or a directory is refused rather than waited on.
+    let kind = fs::metadata(path)
+        .map_err(|source| ReportError::Termination {
+            path: path.to_owned(),
+            source,
+        })?
+        .file_type();
+    let written = if kind.is_file() || kind.is_char_device() || kind.is_fifo() {
+        write_in_place(path, msg.as_bytes(), kind.is_file())
+    } else {
+        Err(not_writable(path, kind))
+    };
+    written.map_err(|source| ReportError::Termination {
         path: path.to_owned(),
         source,
     })
@@ -94,33 +107,46 @@ pub fn write_result_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if kind.is_file() {
         write_atomic(&target, bytes)
     } else if kind.is_char_device() || kind.is_fifo() {
-        // Never replaced by a regular file. O_NONBLOCK: a FIFO without a reader fails at
-        // once (ENXIO) instead of hanging the runner; a device ignores the flag.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&target)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is a {} that cannot be opened for writing: {e}",
-                        target.display(),
-                        describe(kind)
-                    ),
-                )
-            })?;
-        f.write_all(bytes)
+        // Never replaced by a regular file.
+        write_in_place(&target, bytes, false)
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a {}, not a file; the result is written only to a regular file (replaced atomically), a character device or a FIFO",
-                target.display(),
-                describe(kind)
-            ),
-        ))
+        Err(not_writable(&target, kind))
     }
+}
+
+/// Writes `bytes` into what is at `path` (truncating a regular file first). O_NONBLOCK: a
+/// FIFO without a reader fails at once (ENXIO) instead of hanging the runner, and one
+/// whose reader stops reading fails the write (EAGAIN) rather than blocking; a device or a
+/// file ignores the flag.
+fn write_in_place(path: &Path, bytes: &[u8], truncate: bool) -> io::Result<()> {
+    let kind = fs::metadata(path).map(|m| m.file_type()).ok();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(truncate)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            let what = kind.map_or("file", describe);
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is a {what} that cannot be opened for writing: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    f.write_all(bytes)
+}
+
+fn not_writable(path: &Path, kind: fs::FileType) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a {}, not a file; a result is written only to a regular file, a character device or a FIFO",
+            path.display(),
+            describe(kind)
+        ),
+    )
 }
 
 /// The path a dangling symlink names, resolved against the link's directory.
@@ -143,6 +169,8 @@ fn describe(kind: fs::FileType) -> &'static str {
         "character device"
     } else if kind.is_block_device() {
         "block device"
+    } else if kind.is_file() {
+        "regular file"
     } else {
         "special file"
     }
@@ -197,6 +225,27 @@ mod tests {
         let blocker = dir.path().join("file");
         fs::write(&blocker, b"x").unwrap();
         assert!(write_atomic(&blocker.join("result.json"), b"{}").is_err());
+    }
+
+    #[test]
+    fn a_termination_log_that_cannot_take_a_message_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let r = TaskResult::new(Some("t".into()), Status::Ok);
+        let err = write_termination_message(&fifo, &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FIFO"), "{err}");
+        let err = write_termination_message(dir.path(), &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("directory"), "{err}");
+        write_termination_message(Path::new("/dev/null"), &r).unwrap();
     }
 
     #[test]

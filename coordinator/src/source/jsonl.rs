@@ -18,6 +18,9 @@ use crate::task::Task;
 /// The longest task line read; longer lines are skipped unread (a task is four short
 /// strings; `POST /tasks` has the same cap).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// A "line" this long without a newline is no task file (`/dev/zero`): the source is
+/// broken, rather than read on for ever.
+pub const MAX_SKIPPED_LINE_BYTES: u64 = 16 << 20;
 
 pub struct JsonLinesSource {
     name: String,
@@ -109,33 +112,38 @@ pub fn parse_line(bytes: &[u8]) -> Line {
 }
 
 /// Reads one line into `buf` (without its newline), keeping at most `max` bytes: returns
-/// `None` at the end of input, `Some(true)` when the line was longer and cut.
+/// `None` at the end of input, `Some(true)` when the line was longer and cut. A line longer
+/// than [`MAX_SKIPPED_LINE_BYTES`] is an `InvalidData` error.
 async fn read_line(
     reader: &mut (dyn AsyncBufRead + Send + Unpin),
     buf: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<Option<bool>> {
     buf.clear();
-    let mut too_long = false;
+    let mut seen: u64 = 0;
     let mut any = false;
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(any.then_some(too_long));
+            return Ok(any.then_some(seen > max as u64));
         }
         any = true;
         let (part, used, end) = match chunk.iter().position(|b| *b == b'\n') {
             Some(i) => (&chunk[..i], i + 1, true),
             None => (chunk, chunk.len(), false),
         };
+        seen += part.len() as u64;
         let room = max.saturating_sub(buf.len());
-        if part.len() > room {
-            too_long = true;
-        }
         buf.extend_from_slice(&part[..part.len().min(room)]);
         reader.consume(used);
         if end {
-            return Ok(Some(too_long));
+            return Ok(Some(seen > max as u64));
+        }
+        if seen > MAX_SKIPPED_LINE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_SKIPPED_LINE_BYTES} bytes: this is not a file of task lines"),
+            ));
         }
     }
 }
@@ -251,6 +259,16 @@ mod tests {
                 prop_assert!(rest.any(|got| got == id), "{id} missing from {ids:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_breaks_the_source_instead_of_reading_for_ever() {
+        let mut src = JsonLinesSource::from_reader(
+            "zero".into(),
+            Box::new(BufReader::new(tokio::io::repeat(0))),
+        );
+        let err = src.next_task().await.unwrap_err().to_string();
+        assert!(err.contains("not a file of task lines"), "{err}");
     }
 
     #[tokio::test]
