@@ -14,9 +14,21 @@ pub const DAG_PB: u64 = 0x70;
 pub const RAW: u64 = 0x55;
 pub const SHA2_256: u64 = 0x12;
 
-/// Parses a CID string and checks that this fetcher can verify it.
+/// Parses a CID string and checks that this fetcher can verify it. Only a bare CID: the
+/// `cid` crate would also take `anything/ipfs/<cid>` and parse what follows the first
+/// `/ipfs/`, so that other text (control characters included) could pass for a CID; every
+/// multibase this accepts (base58btc, base32) is ASCII letters and digits.
 pub fn parse_cid(input: &str) -> Result<Cid> {
-    let cid = Cid::try_from(input.trim()).map_err(|e| FetchError::InvalidCid {
+    let trimmed = input.trim();
+    if let Some(bad) = trimmed.chars().find(|c| !c.is_ascii_alphanumeric()) {
+        return Err(FetchError::InvalidCid {
+            input: input.to_owned(),
+            reason: format!(
+                "it holds {bad:?}; a CID is letters and digits only (give the CID itself, not an /ipfs/ path)"
+            ),
+        });
+    }
+    let cid = Cid::try_from(trimmed).map_err(|e| FetchError::InvalidCid {
         input: input.to_owned(),
         reason: e.to_string(),
     })?;
@@ -94,6 +106,18 @@ pub fn read_cid(bytes: &[u8], context: &str) -> Result<(Cid, usize)> {
         detail: e.to_string(),
     })?;
     let used = usize::try_from(cursor.position()).unwrap_or(bytes.len());
+    // One CID, one encoding: a varint padded past its shortest form (which the varint
+    // reader tolerates) would let two byte strings name the same CID.
+    if used != cid.encoded_len() {
+        return Err(FetchError::Malformed {
+            cid: context.to_owned(),
+            what: "CID bytes",
+            detail: format!(
+                "{used} bytes encode {cid}, whose canonical encoding is {} bytes",
+                cid.encoded_len()
+            ),
+        });
+    }
     Ok((cid, used))
 }
 
@@ -177,5 +201,32 @@ mod tests {
             let _ = parse_cid(&text);
             let _ = parse_cid(&String::from_utf8_lossy(&bytes));
         }
+    }
+
+    #[test]
+    fn only_bare_canonical_cids_are_taken() {
+        let v0 = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH";
+        assert!(parse_cid(v0).is_ok());
+        for bad in [
+            format!("\u{1b}[2J ERROR forged/ipfs/{v0}"),
+            format!("/ipfs/{v0}"),
+            format!("{v0}/x"),
+        ] {
+            let err = parse_cid(&bad).unwrap_err().to_string();
+            assert!(err.contains("letters and digits"), "{err}");
+        }
+        // The raw sha2-256 CID of "hello world", its hash-code varint padded to ten bytes
+        // (the varint reader keeps only the lowest bit of the tenth).
+        let canonical =
+            Cid::try_from("bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e").unwrap();
+        let bytes = canonical.to_bytes();
+        assert_eq!(read_cid(&bytes, "t").unwrap().1, bytes.len());
+        assert_eq!(&bytes[..4], &[0x01, 0x55, 0x12, 0x20]);
+        let mut padded = vec![
+            0x01, 0x55, 0x92, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02,
+        ];
+        padded.extend_from_slice(&bytes[3..]);
+        let err = read_cid(&padded, "t").unwrap_err().to_string();
+        assert!(err.contains("canonical"), "{err}");
     }
 }

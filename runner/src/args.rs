@@ -520,5 +520,27 @@ mod tests {
                 }
             }
         }
+
+        /// Every f64 and f32, NaN payloads and infinities included, survives the trip a
+        /// result takes: encoded, written as JSON text, read back (by the coordinator, or as
+        /// an argument) and decoded, bit for bit.
+        #[test]
+        fn every_float_survives_json_text_bit_for_bit(bits64 in proptest::num::u64::ANY, bits32 in proptest::num::u32::ANY) {
+            let s = sig(&[ValType::F64, ValType::F32], &[]);
+            let values = [
+                encode_value(&Val::F64(F64::from_bits(bits64))),
+                encode_value(&Val::F32(F32::from_bits(bits32))),
+            ];
+            let text = serde_json::to_string(&values).unwrap();
+            let back: Vec<Value> = serde_json::from_str(&text).unwrap();
+            let decoded = decode_args(&s, &back).unwrap();
+            match (&decoded[0], &decoded[1]) {
+                (Val::F64(a), Val::F32(b)) => {
+                    proptest::prop_assert_eq!(a.to_bits(), bits64, "{}", text);
+                    proptest::prop_assert_eq!(b.to_bits(), bits32, "{}", text);
+                }
+                other => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 }
