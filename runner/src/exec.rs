@@ -325,7 +325,7 @@ pub fn classify(e: &wasmi::Error) -> (Status, String) {
             _ => (Status::Trap, format!("wasm trap: {code}")),
         };
     }
-    let e = one_line(&e.to_string());
+    let e = without_handles(&one_line(&e.to_string()));
     match e_kind {
         ErrorKind::Linker(_) | ErrorKind::Instantiation(_) => (
             Status::InvalidModule,
@@ -386,5 +386,52 @@ pub fn not_a_core_module(bytes: &[u8]) -> Option<String> {
             "the module is not a WebAssembly 1.0 core module: its version field is [{}], not [01 00 00 00]",
             head(8).get(12..).unwrap_or_default()
         )),
+    }
+}
+
+/// `text` without wasmi's debug dumps of store handles (`Table(Stored { store: StoreId(14),
+/// value: … })` becomes `Table`): they differ from process to process and mean nothing to
+/// a task's author, and a result should read the same on every run.
+pub fn without_handles(text: &str) -> String {
+    const MARK: &str = "(Stored {";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        // Skip to the parenthesis that closes the one opened at `at`.
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest[at..].char_indices() {
+            match c {
+                '(' | '{' => depth += 1,
+                ')' | '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = at + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_handles_are_left_out_of_messages() {
+        let text = "out of bounds table access: Table(Stored { store: StoreId(14713), value: RawHandle { index: 0 } }) does not fit 0 elements starting from offset 4294967295";
+        assert_eq!(
+            without_handles(text),
+            "out of bounds table access: Table does not fit 0 elements starting from offset 4294967295"
+        );
+        assert_eq!(without_handles("plain"), "plain");
+        assert_eq!(without_handles("x(Stored { open"), "x");
     }
 }
