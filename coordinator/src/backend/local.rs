@@ -109,7 +109,12 @@ impl LocalBackend {
         let fetched = match fetched {
             Ok(o) => o,
             Err(e) => {
-                return AttemptOutcome::failed(FailureKind::Local, Stage::Fetch, e.to_string(), true)
+                return AttemptOutcome::failed(
+                    FailureKind::Local,
+                    Stage::Fetch,
+                    e.to_string(),
+                    true,
+                )
             }
         };
         match fetched {
