@@ -8,6 +8,15 @@
 //! worker is abandoned, still running; the caller reports `timeout` and must end the process
 //! soon after (the `runner` binary exits at once). That is the price of an interpreter
 //! without epoch interruption, and it is why the runner is one process per task.
+//!
+//! Guest code always runs in fuel slices of at most [`FUEL_SLICE`] (with metering "off" the
+//! slices are simply refilled without end): wasmi's fast tail-call dispatch leaks one
+//! native stack frame per `memory.grow` and `table.grow` until the call returns, so a loop
+//! of them overflowed the worker's stack. A slice that runs out returns to the runner and
+//! is resumed with fresh fuel, which unwinds the native stack; a slice can execute at most
+//! [`FUEL_SLICE`] instructions, so the frames it can leak fit in [`WORKER_STACK`]. A
+//! module's `start` function, which wasmi would run unsliced inside instantiation, is
+//! moved to an export first ([`crate::start`]).
 
 use std::sync::mpsc;
 use std::thread;
@@ -16,7 +25,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{debug, warn};
 use wasmi::errors::ErrorKind;
-use wasmi::{CompilationMode, Config, Engine, Linker, Module, Store, TrapCode, Val};
+use wasmi::{
+    CompilationMode, Config, Engine, Func, Linker, Module, ResumableCall, Store, TrapCode, Val,
+};
+
+/// The most fuel one slice of guest code gets (see the module docs): about as many
+/// instructions, so at most as many leaked frames (wasmi's are about 128 bytes).
+pub const FUEL_SLICE: u64 = 200_000;
+/// The worker thread's stack: room for a slice's leaked frames several times over, plus
+/// the host functions' own needs. Only the pages touched are ever committed.
+pub const WORKER_STACK: usize = 256 << 20;
 
 use crate::args::{decode_args, encode_value, to_argv, Signature};
 use crate::entry::{self, Plan, Request, INITIALIZE};
@@ -24,6 +42,7 @@ use crate::limits::InstanceLimiter;
 pub use crate::limits::Limits;
 use crate::result::one_line;
 use crate::result::Status;
+use crate::start::{move_start, START_EXPORT};
 use crate::wasi::{self, WasiConfig, WasiCtx};
 
 /// Everything one run needs.
@@ -66,6 +85,8 @@ impl Outcome {
 struct Prepared {
     engine: Engine,
     module: Module,
+    /// The module's start function was moved to the [`START_EXPORT`] export.
+    has_start: bool,
     plan: Plan,
     params: Vec<Val>,
 }
@@ -99,10 +120,13 @@ pub fn execute(mut exec: Execution) -> Outcome {
     let limits = exec.limits.clone();
     let timeout = limits.timeout;
     let (tx, rx) = mpsc::sync_channel(1);
-    let spawned = thread::Builder::new().name("wasm".into()).spawn(move || {
-        // The receiver is gone only when the timeout already fired; nothing to tell.
-        let _ = tx.send(run(prepared, wasi, &limits));
-    });
+    let spawned = thread::Builder::new()
+        .name("wasm".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            // The receiver is gone only when the timeout already fired; nothing to tell.
+            let _ = tx.send(run(prepared, wasi, &limits));
+        });
     if let Err(e) = spawned {
         return with_plan(Outcome::failed(
             Status::Error,
@@ -146,7 +170,8 @@ fn describe(t: Duration) -> String {
 /// Compiles the module and decides entry and arguments, all pure of side effects.
 fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     let mut config = Config::default();
-    config.consume_fuel(exec.limits.fuel.is_some());
+    // Always on: fuel slices bound the native stack (module docs), budget or not.
+    config.consume_fuel(true);
     // Validate everything up front, translate each function on its first call: a 20 MiB
     // module starts in milliseconds, and an invalid one is still rejected before it runs
     // (fully lazy validation would let a broken module run halfway, which wasmi documents
@@ -156,7 +181,7 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     if let Some(why) = not_a_core_module(&exec.module) {
         return Err(Box::new(Outcome::failed(Status::InvalidModule, why)));
     }
-    let module = Module::new(&engine, &exec.module).map_err(|e| {
+    let invalid = |e: wasmi::Error| {
         Box::new(Outcome::failed(
             Status::InvalidModule,
             format!(
@@ -164,9 +189,32 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
                 one_line(&e.to_string())
             ),
         ))
-    })?;
+    };
+    let moved = move_start(&exec.module);
+    let module = match &moved {
+        None => Module::new(&engine, &exec.module).map_err(invalid)?,
+        Some(m) => match Module::new(&engine, &m.bytes) {
+            Ok(module) => module,
+            // Reported from the original bytes, whose offsets the module's author knows;
+            // should those compile (the move broke something), that is said instead.
+            Err(moved_error) => {
+                return Err(match Module::new(&engine, &exec.module) {
+                    Err(e) => invalid(e),
+                    Ok(_) => Box::new(Outcome::failed(
+                        Status::Error,
+                        format!(
+                            "the module's start section could not be moved: {}",
+                            one_line(&moved_error.to_string())
+                        ),
+                    )),
+                })
+            }
+        },
+    };
+    let has_start = moved.is_some();
     let exports: Vec<Signature> = module
         .exports()
+        .filter(|e| e.name() != START_EXPORT)
         .filter_map(|e| e.ty().func().map(|f| Signature::new(e.name(), f)))
         .collect();
     if let Some(init) = exports.iter().find(|s| s.name == INITIALIZE) {
@@ -206,9 +254,96 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     Ok(Prepared {
         engine,
         module,
+        has_start,
         plan,
         params,
     })
+}
+
+/// Fuel handed out in slices, from a budget or without end.
+struct Meter {
+    budget: Option<u64>,
+    consumed: u64,
+    /// The fuel the current slice started with.
+    slice: u64,
+}
+
+impl Meter {
+    fn new(budget: Option<u64>) -> Self {
+        Self {
+            budget,
+            consumed: 0,
+            slice: 0,
+        }
+    }
+
+    /// Counts what the current slice used.
+    fn account(&mut self, store: &Store<Host>) {
+        let left = store.get_fuel().unwrap_or(0);
+        self.consumed = self
+            .consumed
+            .saturating_add(self.slice.saturating_sub(left));
+        self.slice = 0;
+    }
+
+    /// Gives the store its next slice, at least `needed` (one operation may cost more than
+    /// a slice, e.g. a large `memory.grow`); false when the budget cannot pay for it.
+    fn refill(&mut self, store: &mut Store<Host>, needed: u64) -> Result<bool, wasmi::Error> {
+        let want = FUEL_SLICE.max(needed);
+        let slice = match self.budget {
+            None => want,
+            Some(b) => {
+                let left = b.saturating_sub(self.consumed);
+                if left == 0 || left < needed {
+                    return Ok(false);
+                }
+                want.min(left)
+            }
+        };
+        store.set_fuel(slice)?;
+        self.slice = slice;
+        Ok(true)
+    }
+}
+
+/// Calls `func` in fuel slices (see the module docs), resuming after each one until it
+/// returns, traps or the budget is spent.
+fn call_sliced(
+    store: &mut Store<Host>,
+    meter: &mut Meter,
+    func: &Func,
+    params: &[Val],
+    results: &mut [Val],
+) -> Result<(), wasmi::Error> {
+    if !meter.refill(store, 0)? {
+        return Err(wasmi::Error::from(TrapCode::OutOfFuel));
+    }
+    let mut call = func.call_resumable(&mut *store, params, results);
+    loop {
+        match call {
+            Err(e) => {
+                meter.account(store);
+                return Err(e);
+            }
+            Ok(ResumableCall::Finished) => {
+                meter.account(store);
+                return Ok(());
+            }
+            // A host function's error (proc_exit, an unsupported call) ends the call as a
+            // plain call would.
+            Ok(ResumableCall::HostTrap(trap)) => {
+                meter.account(store);
+                return Err(trap.into_host_error());
+            }
+            Ok(ResumableCall::OutOfFuel(paused)) => {
+                meter.account(store);
+                if !meter.refill(store, paused.required_fuel())? {
+                    return Err(wasmi::Error::from(TrapCode::OutOfFuel));
+                }
+                call = paused.resume(&mut *store, results);
+            }
+        }
+    }
 }
 
 /// Instantiates and calls; runs on the worker thread.
@@ -216,6 +351,7 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
     let Prepared {
         engine,
         module,
+        has_start,
         plan,
         params,
     } = prepared;
@@ -227,16 +363,7 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
         },
     );
     store.limiter(|host| &mut host.limiter);
-    if let Some(fuel) = limits.fuel {
-        if let Err(e) = store.set_fuel(fuel) {
-            return Outcome::failed(Status::Error, format!("cannot set the fuel budget: {e}"));
-        }
-    }
-    let consumed = |store: &Store<Host>| {
-        limits
-            .fuel
-            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)))
-    };
+    let mut meter = Meter::new(limits.fuel);
 
     let mut linker = Linker::<Host>::new(&engine);
     let linked = wasi::add_to_linker(&mut linker, |host| &mut host.wasi)
@@ -247,29 +374,36 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
 
     let mut instantiated = false;
     let calls = (|| -> Result<Vec<Val>, wasmi::Error> {
+        // No start function runs here: a module's was moved to an export (`prepare`).
         let instance = linker.instantiate_and_start(&mut store, &module)?;
         instantiated = true;
+        let named = |store: &Store<Host>, name: &str| {
+            instance
+                .get_func(store, name)
+                .ok_or_else(|| wasmi::Error::new(format!("export `{name}` vanished")))
+        };
+        if has_start {
+            let start = named(&store, START_EXPORT)?;
+            call_sliced(&mut store, &mut meter, &start, &[], &mut [])?;
+        }
         if plan.initialize {
             // Its signature was checked in `prepare`.
-            let init = instance.get_typed_func::<(), ()>(&store, INITIALIZE)?;
-            init.call(&mut store, ())?;
+            let init = named(&store, INITIALIZE)?;
+            call_sliced(&mut store, &mut meter, &init, &[], &mut [])?;
         }
-        let func = instance
-            .get_func(&store, &plan.signature.name)
-            .ok_or_else(|| {
-                wasmi::Error::new(format!("export `{}` vanished", plan.signature.name))
-            })?;
+        let func = named(&store, &plan.signature.name)?;
         let mut results: Vec<Val> = plan
             .signature
             .results
             .iter()
             .map(|ty| Val::default_for_ty(*ty))
             .collect();
-        func.call(&mut store, &params, &mut results)?;
+        call_sliced(&mut store, &mut meter, &func, &params, &mut results)?;
         Ok(results)
     })();
 
-    let fuel_consumed = consumed(&store);
+    // With metering "off" (no budget) the slices are counted but not reported.
+    let fuel_consumed = limits.fuel.map(|_| meter.consumed);
     let mut outcome = match calls {
         Ok(results) => Outcome {
             status: Status::Ok,

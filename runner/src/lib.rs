@@ -17,6 +17,7 @@ pub mod limits;
 pub mod plain;
 pub mod report;
 pub mod result;
+pub mod start;
 pub mod supervise;
 pub mod task;
 pub mod wasi;

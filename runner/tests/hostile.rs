@@ -147,6 +147,67 @@ fn a_memory_grow_loop_runs_to_the_cap_without_crashing() {
     }
 }
 
+/// The class behind the crash above: whatever a guest does with `memory.grow` and
+/// `table.grow` (millions of calls that change nothing, that fail, in `main` or in the
+/// module's `start` function), the run ends with its result. wasmi's fast dispatch leaks a
+/// native frame per grow; the runner's fuel slices unwind them (runner/src/exec.rs).
+#[test]
+fn millions_of_grows_anywhere_end_with_a_result() {
+    let sb = Sandbox::new();
+    let n = 3_000_000;
+    let grow_loop = |op: &str| {
+        format!(
+            "(local $i i32) (loop $l (drop ({op})) (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))"
+        )
+    };
+    let cases = [
+        // Growth by nothing, in `main`.
+        format!("(module (memory 1) (func (export \"main\") (result i32) {} (memory.size)))", grow_loop("memory.grow (i32.const 0)")),
+        // Growth that always fails (past the declared maximum).
+        format!("(module (memory 1 1) (func (export \"main\") (result i32) {} (memory.size)))", grow_loop("memory.grow (i32.const 1)")),
+        format!("(module (table 1 funcref) (func (export \"main\") (result i32) {} (table.size)))", grow_loop("table.grow (ref.null func) (i32.const 0)")),
+        // In the start function, which then leaves a mark for `main`.
+        format!("(module (memory 1) (global $g (mut i32) (i32.const 0)) (func $s {} (global.set $g (i32.const 1))) (start $s) (func (export \"main\") (result i32) (global.get $g)))", grow_loop("memory.grow (i32.const 0)")),
+    ];
+    for (i, wat) in cases.iter().enumerate() {
+        for fuel in ["0", "1000000000"] {
+            let run = sb.call(wat, "main", "[]", &["--fuel", fuel]);
+            assert_eq!(
+                (run.code, run.status()),
+                (0, "ok"),
+                "case {i}, fuel {fuel}: {run:?}"
+            );
+            assert_eq!(run.line["result"], serde_json::json!([1]), "case {i}");
+        }
+    }
+}
+
+/// A module's start function runs once, before `_initialize` and the entry, and its trap is
+/// the task's trap.
+#[test]
+fn the_start_function_runs_first_and_its_trap_is_the_tasks() {
+    let sb = Sandbox::new();
+    let order = r#"(module (global $g (mut i32) (i32.const 0))
+        (func $s (global.set $g (i32.add (i32.mul (global.get $g) (i32.const 10)) (i32.const 1)))) (start $s)
+        (func (export "_initialize") (global.set $g (i32.add (i32.mul (global.get $g) (i32.const 10)) (i32.const 2))))
+        (func (export "main") (result i32) (global.get $g)))"#;
+    let run = sb.call(order, "main", "[]", &[]);
+    assert_eq!(run.line["result"], serde_json::json!([12]), "{run:?}");
+    let trap = "(module (func $s unreachable) (start $s) (func (export \"main\")))";
+    let run = sb.call(trap, "main", "[]", &[]);
+    assert_eq!((run.code, run.status()), (2, "trap"), "{run:?}");
+    assert!(run.error().contains("unreachable"), "{}", run.error());
+    // The moved start function is nobody's entry and is listed nowhere.
+    let run = sb.call(
+        "(module (func $s) (start $s) (func (export \"f\")))",
+        "nope",
+        "[]",
+        &[],
+    );
+    assert_eq!(run.status(), "invalid_input");
+    assert!(!run.error().contains("wasm-exec:start"), "{}", run.error());
+}
+
 /// The pid of `parent`'s child, read from /proc.
 fn child_of(parent: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
