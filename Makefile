@@ -58,9 +58,9 @@ wasm-check: tools
 ## demo: the coordinator runs the placeholder tasks with the local backend (SCENARIO=fib|affine|add|all)
 demo: build-dev
 	@mkdir -p $(DEMO_OUT)
-	COORDINATOR_BACKEND=local $(DEV_BIN)/coordinator --once --scenario $(SCENARIO) \
+	COORDINATOR_BACKEND=local $(DEV_BIN)/coordinator --once --scenario $(SCENARIO) --state $(DEMO_OUT)/ledger.sqlite \
 	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl --listen off
-	@echo "results (one JSON object per task) appended to $(DEMO_OUT)/results.jsonl"
+	@echo "results (one JSON object per task, each task once) in $(DEMO_OUT)/results.jsonl; the ledger $(DEMO_OUT)/ledger.sqlite remembers them (delete it to run the tasks again)"
 
 ## cids: the CIDs of the sample files, as the placeholder tasks use them
 cids: build-dev

@@ -56,6 +56,8 @@ fn run(
         .arg(tasks)
         .args(["--ipfs-endpoint", &gateway.url()])
         .args(["--concurrency", &concurrency.to_string()])
+        .arg("--state")
+        .arg(dir.path().join("ledger.sqlite"))
         .env("KUBECONFIG", &kubeconfig)
         .env("COORDINATOR_JOB_TEMPLATE", repo_root().join("k8s/job.yaml"))
         .stdin(Stdio::null());

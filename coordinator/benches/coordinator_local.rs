@@ -96,7 +96,10 @@ fn coordinator_run(b: &Bins, mirror: &Path, tasks: &Path, concurrency: usize) ->
         .arg("--ipfs-mirror")
         .arg(mirror)
         .arg("--work-dir")
-        .arg(work.path())
+        .arg(work.path().join("work"))
+        // A fresh ledger per run (the same task ids run again).
+        .arg("--state")
+        .arg(work.path().join("ledger.sqlite"))
         .args(["--concurrency", &concurrency.to_string()])
         .stdin(Stdio::null());
     let start = Instant::now();

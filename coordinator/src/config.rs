@@ -64,6 +64,8 @@ pub struct Config {
     pub runner_path: Option<PathBuf>,
     pub fetcher_path: Option<PathBuf>,
     pub work_dir: Option<PathBuf>,
+    /// The ledger's SQLite file; unset = [`default_state`].
+    pub state: Option<PathBuf>,
     /// `ADDR:PORT` of the HTTP listener; `off` (or empty) for none.
     pub listen: String,
     /// Take tasks only while holding the Lease `lease_name` (kubernetes backend).
@@ -96,6 +98,7 @@ impl Default for Config {
             runner_path: None,
             fetcher_path: None,
             work_dir: None,
+            state: None,
             listen: "127.0.0.1:8080".into(),
             leader_election: false,
             lease_name: "wasm-exec-coordinator".into(),
@@ -157,7 +160,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "work_dir",
-        "where per-task work dirs are made (local backend); unset = system temp",
+        "where per-task work dirs are made (local backend); unset = work/ beside the state file",
+    ),
+    (
+        "state",
+        "the ledger (SQLite file) of every accepted task; unset = $XDG_STATE_HOME/wasm-exec/ledger.sqlite (~/.local/state/…)",
     ),
     (
         "listen",
@@ -464,6 +471,28 @@ impl Loaded {
         out
     }
 
+    /// The ledger's file: `state`, else [`default_state`].
+    pub fn state_path(&self) -> PathBuf {
+        self.config
+            .state
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(default_state)
+    }
+
+    /// The local backend's work dirs: `work_dir`, else `work/` beside the state file.
+    pub fn work_dir(&self) -> PathBuf {
+        self.config
+            .work_dir
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| {
+                self.state_path()
+                    .parent()
+                    .map_or_else(|| PathBuf::from("work"), |d| d.join("work"))
+            })
+    }
+
     pub fn task_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.task_timeout)
     }
@@ -477,6 +506,20 @@ impl Loaded {
         let d = self.config.lease_duration;
         (d, (d / 3).max(1))
     }
+}
+
+/// Where the ledger is when `state` is unset: `$XDG_STATE_HOME/wasm-exec/ledger.sqlite`,
+/// else `$HOME/.local/state/wasm-exec/ledger.sqlite`, else `./wasm-exec-state/ledger.sqlite`.
+pub fn default_state() -> PathBuf {
+    let non_empty = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = non_empty("XDG_STATE_HOME")
+        .or_else(|| non_empty("HOME").map(|h| h.join(".local/state")))
+        .map_or_else(|| PathBuf::from("wasm-exec-state"), |d| d.join("wasm-exec"));
+    base.join("ledger.sqlite")
 }
 
 /// The command line's contribution: only what was given.
@@ -546,10 +589,15 @@ pub struct Overrides {
     #[arg(long = "fetcher-path", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetcher_path: Option<PathBuf>,
-    /// Where per-task work dirs are made (default: the system temp dir).
+    /// Where per-task work dirs are made (default: work/ beside the state file).
     #[arg(long = "work-dir", value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<PathBuf>,
+    /// The ledger: a SQLite file recording every accepted task (default:
+    /// $XDG_STATE_HOME/wasm-exec/ledger.sqlite, else ~/.local/state/wasm-exec/ledger.sqlite).
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<PathBuf>,
     /// Address of /healthz, /readyz, /metrics and the task API (default 127.0.0.1:8080); off = none.
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]

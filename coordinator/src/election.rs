@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Loaded;
-use crate::service::Stop;
+use crate::reconciler::Stop;
 
 /// How long a clean exit waits for the Lease's release.
 const RELEASE_WITHIN: Duration = Duration::from_secs(5);

@@ -3,8 +3,9 @@
 //!
 //! The task API is a task source beside the configured one: a submitted task is validated
 //! (400 with the reason), capped in size (413), idempotent on `task_id` (a known id
-//! answers 200 with its current state and queues nothing), and queued (202). Every error
-//! answer is a JSON object `{"error": "…"}`.
+//! answers 200 with its current state and queues nothing; the same id for a different task
+//! is 409), and recorded in the ledger before the answer (202). Reads come from the
+//! ledger. Every error answer is a JSON object `{"error": "…"}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,23 +20,25 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::backend::Backend;
-use crate::service::Observers;
-use crate::source::ApiIntake;
-use crate::store::{Filter, Submitted};
+use crate::ledger::{Accepted, Filter};
+use crate::reconciler::Observers;
+use crate::source::{Intake, IntakeError};
 use crate::task::Task;
 
 /// Largest `POST /tasks` body: a task is four short strings.
 pub const MAX_BODY: usize = 64 * 1024;
 /// Largest `limit` of `GET /tasks`.
 pub const MAX_LIST: usize = 1000;
+/// About the most bytes of tasks and reports one `GET /tasks` answer holds (at least one
+/// task): a report can be a megabyte.
+pub const MAX_LIST_BYTES: usize = 16 << 20;
 
 /// What `/readyz` checks.
 pub struct Readiness {
-    /// False once the task source is drained (no task can come any more).
-    pub source_open: Arc<AtomicBool>,
+    /// Closed once no task can come any more.
+    pub intake: Arc<Intake>,
     /// Asked on every probe: its binaries (local) or the API server (kubernetes).
     pub backend: Arc<dyn Backend>,
     /// With leader election: whether this replica holds the Lease. A follower is ready
@@ -46,7 +49,7 @@ pub struct Readiness {
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness")
-            .field("source_open", &self.source_open)
+            .field("intake_open", &self.intake.is_open())
             .finish_non_exhaustive()
     }
 }
@@ -54,11 +57,11 @@ impl std::fmt::Debug for Readiness {
 #[derive(Clone)]
 struct App {
     observers: Arc<Observers>,
-    intake: ApiIntake,
+    intake: Arc<Intake>,
     ready: Arc<Readiness>,
 }
 
-pub fn router(observers: Arc<Observers>, intake: ApiIntake, ready: Arc<Readiness>) -> Router {
+pub fn router(observers: Arc<Observers>, intake: Arc<Intake>, ready: Arc<Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -92,8 +95,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn readyz(State(app): State<App>) -> Response {
     let mut problems = Vec::new();
-    if !app.ready.source_open.load(Ordering::SeqCst) {
-        problems.push("the task source is drained".to_string());
+    if !app.ready.intake.is_open() {
+        problems.push(
+            "the coordinator takes no more tasks (its source is drained, or it is stopping)"
+                .to_string(),
+        );
     }
     if let Err(why) = app.ready.backend.ready().await {
         problems.extend(why.iter().map(ToString::to_string));
@@ -156,22 +162,24 @@ async fn submit(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> 
             )
         }
     };
-    let view = match app.observers.store.submit(task.clone()) {
-        Submitted::Known(view) => return (StatusCode::OK, Json(view)).into_response(),
-        Submitted::New(view) => view,
-    };
-    match app.intake.try_send(task) {
-        Ok(()) => (StatusCode::ACCEPTED, Json(view)).into_response(),
-        Err(e) => {
-            app.observers.store.withdraw(&view.task_id);
-            let why = match e {
-                TrySendError::Full(_) => "the task queue is full; try again later",
-                TrySendError::Closed(_) => {
-                    "the coordinator is not taking tasks any more (it is finishing or stopping)"
-                }
-            };
-            error(StatusCode::SERVICE_UNAVAILABLE, why)
-        }
+    match app.intake.accept(vec![task]).await {
+        Ok(mut accepted) => match accepted.pop() {
+            Some(Accepted::New(entry)) => (StatusCode::ACCEPTED, Json(entry)).into_response(),
+            Some(Accepted::Known(entry)) => (StatusCode::OK, Json(entry)).into_response(),
+            Some(Accepted::Conflict { known, .. }) => error(
+                StatusCode::CONFLICT,
+                format!(
+                    "task_id {:?} is already recorded for a different task (module, input or entry); give the new task its own id (GET /tasks/{{id}} shows the recorded one)",
+                    runner::result::cap_text(&known.task_id, 256)
+                ),
+            ),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "the ledger answered nothing"),
+        },
+        Err(IntakeError::Closed) => error(StatusCode::SERVICE_UNAVAILABLE, IntakeError::Closed.to_string()),
+        Err(IntakeError::Ledger(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the task could not be recorded, so it is not accepted; try again: {e}"),
+        ),
     }
 }
 
@@ -200,12 +208,13 @@ async fn get_task(State(app): State<App>, id: Result<Path<String>, PathRejection
         Ok(Path(id)) => id,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    match app.observers.store.get(&id) {
-        Some(view) => Json(view).into_response(),
-        None => error(
+    match app.intake.ledger().get(id.clone()).await {
+        Ok(Some(entry)) => Json(entry).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!(
-                "no task {:?} is known to this coordinator",
+                "no task {:?} is recorded in this coordinator's ledger",
                 runner::result::cap_text(&id, 256)
             ),
         ),
@@ -216,6 +225,8 @@ async fn get_task(State(app): State<App>, id: Result<Path<String>, PathRejection
 struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
+    /// Only tasks after this sequence number (the last `seq` of the previous page).
+    after: Option<u64>,
 }
 
 async fn list_tasks(
@@ -227,7 +238,7 @@ async fn list_tasks(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("{} (GET /tasks?status=ok&limit=100)", e.body_text()),
+                format!("{} (GET /tasks?status=ok&limit=100&after=0)", e.body_text()),
             )
         }
     };
@@ -248,5 +259,13 @@ async fn list_tasks(
         },
     };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
-    Json(app.observers.store.list(filter, limit)).into_response()
+    match app
+        .intake
+        .ledger()
+        .list(filter, q.after.unwrap_or(0), limit, MAX_LIST_BYTES)
+        .await
+    {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

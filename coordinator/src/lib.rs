@@ -1,11 +1,14 @@
 //! `coordinator`: takes Wasm tasks from a source, runs each through a backend, publishes
 //! every result.
 //!
-//! [`config`] (figment layers), [`task`] (the task and report wire formats, validated once
-//! for every source), [`source`] (where tasks come from), [`backend`] (how a task runs:
-//! local processes or Kubernetes Jobs), [`service`] (concurrency, retries, shutdown),
-//! [`publisher`] and [`sink`] (where results go, each exactly once per sink), [`http`]
-//! (health, readiness, [`metrics`] and the task API over the [`store`]), [`job`] (a task's
+//! A task's path: [`source`] (where tasks come from) → [`ledger`] (every accepted task,
+//! durably) → [`reconciler`] (concurrency, retries, resuming, shutdown) → [`backend`] (how
+//! a task runs: local pods or Kubernetes Jobs) → the ledger → [`publisher`] and [`sink`]
+//! (where results go, each exactly once per sink).
+//!
+//! Around it: [`config`] (figment layers), [`task`] (the task and report wire formats,
+//! validated once for every source), [`http`] (health, readiness, [`metrics`] and the task
+//! API over the ledger), [`job`] (a task's
 //! Kubernetes Job, built from the template), [`job_status`] (what a Job and its pod say
 //! happened), [`election`] (the leader Lease) and [`startup`] (the wiring `main` runs):
 //! each concept in its own module.
@@ -16,11 +19,11 @@ pub mod election;
 pub mod http;
 pub mod job;
 pub mod job_status;
+pub mod ledger;
 pub mod metrics;
 pub mod publisher;
-pub mod service;
+pub mod reconciler;
 pub mod sink;
 pub mod source;
 pub mod startup;
-pub mod store;
 pub mod task;

@@ -18,10 +18,11 @@ COORDINATOR_* environment (e.g. COORDINATOR_CONCURRENCY=4) < flags. --print-conf
 key, its effective value and where it came from.\n\nResults: one JSON line per task on stdout \
 (logs go to stderr), and appended to --results FILE.\n\nExit codes: 0 every task ran (a task \
 that trapped still ran); 1 a task failed for infrastructure reasons (fetch failed, runner \
-error, interrupted), a result could not be published, the task source broke while read, or \
+error), a result could not be published, the task source broke while read, or \
 this replica lost its leader Lease; 2 bad configuration (including a task file that cannot \
-be opened and a Job template that cannot serve).\n\nBackends: local runs the fetcher and runner binaries as child \
-processes; kubernetes runs one Job per task from job_template (client: the pod's service \
+be opened and a Job template that cannot serve).\n\nLedger: every accepted task is recorded in --state (SQLite) before it runs; a \
+restarted coordinator resumes from it, and a task is never run or published twice.\n\nBackends: local runs the fetcher and runner binaries in a pod process per task, which \
+outlives the coordinator; kubernetes runs one Job per task from job_template (client: the pod's service \
 account, else KUBECONFIG or ~/.kube/config), adopts the Jobs a previous coordinator left, and \
 with --leader-election takes tasks only while holding the Lease."
 )]
@@ -38,6 +39,10 @@ struct Cli {
     /// object, as in a task file), and exit. Needs no cluster.
     #[arg(long = "print-job", value_name = "TASK")]
     print_job: Option<String>,
+
+    /// Internal: run the local task pod in DIR (the local backend starts it).
+    #[arg(long = "local-pod", value_name = "DIR", hide = true)]
+    local_pod: Option<PathBuf>,
 
     #[command(flatten)]
     overrides: Overrides,
@@ -59,6 +64,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(dir) = &cli.local_pod {
+        return coordinator::backend::run_pod(dir);
+    }
     logging::init(
         cli.log_format.parse().unwrap_or(logging::Format::Human),
         "info",

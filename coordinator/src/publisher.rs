@@ -1,5 +1,11 @@
 //! Publishing: every report to every sink, once each, and never lost to a sink that fails.
 //!
+//! What each sink has is recorded in the ledger ([`Publisher::take_delivered`] hands the
+//! reconciler what to record), so a restarted coordinator sends each sink only what it
+//! lacks; [`Publisher::reconcile`] first asks each sink which of those it has after all
+//! (the results file is read back: a report written just before a crash is not written
+//! twice).
+//!
 //! A sink that fails keeps its reports, in order, in a backlog, and is retried with backoff
 //! ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]); later reports queue behind the backlog so
 //! the sink still sees them in order. A report is *published* only when every sink has it:
@@ -73,8 +79,10 @@ pub struct Publisher {
     slots: Vec<Slot>,
     /// Task id → how many sinks do not have its report yet, and the report.
     missing: HashMap<String, (usize, Arc<TaskReport>)>,
+    /// (sink index, task id) of every write since the last [`Publisher::take_delivered`].
+    delivered: Vec<(usize, String)>,
     health: Arc<PublishHealth>,
-    metrics: Option<Arc<crate::service::Observers>>,
+    metrics: Option<Arc<crate::reconciler::Observers>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -105,13 +113,14 @@ impl Publisher {
         Self {
             slots,
             missing: HashMap::new(),
+            delivered: Vec::new(),
             health,
             metrics: None,
         }
     }
 
     /// Counts failures and waiting reports in these observers' metrics.
-    pub fn with_metrics(mut self, observers: Arc<crate::service::Observers>) -> Self {
+    pub fn with_metrics(mut self, observers: Arc<crate::reconciler::Observers>) -> Self {
         self.metrics = Some(observers);
         self
     }
@@ -120,14 +129,57 @@ impl Publisher {
         self.metrics.as_ref().map(|o| &o.metrics)
     }
 
-    /// Offers `report` to every sink; returns it if every sink has it now.
-    pub fn publish(&mut self, report: TaskReport) -> Option<Arc<TaskReport>> {
+    /// Every sink's name, as the ledger records deliveries.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Asks each sink which of the reports it lacks by the ledger (`unpublished`, in the
+    /// order they are to be written) it has after all. Returns (sink, task ids) to record.
+    pub fn reconcile(
+        &mut self,
+        unpublished: &[crate::ledger::Unpublished],
+    ) -> Vec<(String, Vec<String>)> {
+        let mut found = Vec::new();
+        for slot in &mut self.slots {
+            let candidates: Vec<String> = unpublished
+                .iter()
+                .filter(|u| !u.delivered.contains(&slot.name))
+                .map(|u| u.report.task.task_id.clone())
+                .collect();
+            match slot.sink.reconcile(&candidates) {
+                Ok(ids) if !ids.is_empty() => found.push((slot.name.clone(), ids)),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(sink = %slot.name, "{e}; the reports it lacks by the ledger are written again")
+                }
+            }
+        }
+        found
+    }
+
+    /// The writes since the last call, by sink name, for the ledger.
+    pub fn take_delivered(&mut self) -> Vec<(String, Vec<String>)> {
+        let mut by_sink: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (i, id) in self.delivered.drain(..) {
+            by_sink.entry(i).or_default().push(id);
+        }
+        by_sink
+            .into_iter()
+            .map(|(i, ids)| (self.slots[i].name.clone(), ids))
+            .collect()
+    }
+
+    /// Offers `report` to every sink but those in `have` (they have it already); returns
+    /// it if every sink has it now.
+    pub fn publish(&mut self, report: TaskReport, have: &[String]) -> Option<Arc<TaskReport>> {
         let report = Arc::new(report);
-        self.missing.insert(
-            report.task.task_id.clone(),
-            (self.slots.len(), report.clone()),
-        );
-        for i in 0..self.slots.len() {
+        let lacking: Vec<usize> = (0..self.slots.len())
+            .filter(|i| !have.contains(&self.slots[*i].name))
+            .collect();
+        self.missing
+            .insert(report.task.task_id.clone(), (lacking.len(), report.clone()));
+        for i in lacking {
             self.slots[i].backlog.push_back(report.clone());
             // A sink with a backlog waits for its retry time: the new report queues behind.
             if self.slots[i].retry_at.is_none() {
@@ -199,6 +251,7 @@ impl Publisher {
             match slot.sink.publish(&report) {
                 Ok(()) => {
                     slot.backlog.pop_front();
+                    self.delivered.push((i, report.task.task_id.clone()));
                     if let Some((n, _)) = self.missing.get_mut(&report.task.task_id) {
                         *n = n.saturating_sub(1);
                     }
@@ -309,8 +362,8 @@ mod tests {
             ],
             health.clone(),
         );
-        assert!(p.publish(report("a")).is_none(), "one sink lacks it");
-        assert!(p.publish(report("b")).is_none());
+        assert!(p.publish(report("a"), &[]).is_none(), "one sink lacks it");
+        assert!(p.publish(report("b"), &[]).is_none());
         assert_eq!(p.unpublished(), 2);
         assert_eq!(*good_got.lock().unwrap(), vec!["a", "b"]);
         assert!(
@@ -332,7 +385,7 @@ mod tests {
         assert!(health.problems().is_empty());
         assert_eq!(p.unpublished(), 0);
         assert!(
-            p.publish(report("c")).is_some(),
+            p.publish(report("c"), &[]).is_some(),
             "every sink has it at once"
         );
     }
@@ -347,8 +400,8 @@ mod tests {
             })],
             Arc::default(),
         );
-        p.publish(report("a"));
-        p.publish(report("b"));
+        p.publish(report("a"), &[]);
+        p.publish(report("b"), &[]);
         assert!(p.retry_now().is_empty());
         assert_eq!(p.give_up(), 2);
         assert_eq!(p.unpublished(), 0);

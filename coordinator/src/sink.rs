@@ -14,10 +14,24 @@ pub trait ResultSink: Send {
 
     /// Writes one report, whole or not at all (as far as the sink allows).
     fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError>;
+
+    /// At start-up, before anything is published: of `candidates` (tasks whose reports
+    /// the ledger does not know this sink to have, in the order they would have been
+    /// written), the ones this sink has after all (a coordinator died between writing a
+    /// report and recording that it did). A sink that cannot be read back has none.
+    fn reconcile(&mut self, _candidates: &[String]) -> Result<Vec<String>, SinkError> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error("cannot read back the end of {target} to reconcile it with the ledger: {source}")]
+    Reconcile {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write the result of {task_id} to {target}: {source}")]
     Write {
         task_id: String,
@@ -93,9 +107,88 @@ impl FileSink {
     }
 }
 
+/// How much of a results file's end is read at a time when reconciling.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+impl FileSink {
+    /// The task ids of the file's last complete lines, newest first, as long as each is in
+    /// `candidates`: the reports written after the last one the ledger recorded (they are
+    /// written in the order they are recorded, so they form the end of the file). A last
+    /// line without its newline (a write cut off by a crash) is cut off the file first.
+    fn unrecorded_tail(&mut self, candidates: &[String]) -> io::Result<Vec<String>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let wanted: std::collections::HashSet<&str> =
+            candidates.iter().map(String::as_str).collect();
+        let meta = self.file.metadata()?;
+        if !meta.is_file() || wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut file = File::open(&self.path)?;
+        // `buf` holds the file's bytes from offset `start` to the end.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut start = meta.len();
+        let mut line_end = meta.len();
+        let mut found = Vec::new();
+        let mut last_line = true;
+        while line_end > 0 {
+            // The start of the line that ends at `line_end`: just after the newline before it.
+            let line_start = loop {
+                // The bytes of `buf` before the line's own newline (none while the line's
+                // end is not read yet).
+                let before = (line_end - 1)
+                    .checked_sub(start)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0);
+                if let Some(p) = buf[..before].iter().rposition(|b| *b == b'\n') {
+                    break start + p as u64 + 1;
+                }
+                if start == 0 {
+                    break 0;
+                }
+                let from = start.saturating_sub(TAIL_CHUNK);
+                let mut chunk = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
+                file.seek(SeekFrom::Start(from))?;
+                file.read_exact(&mut chunk)?;
+                chunk.extend_from_slice(&buf);
+                buf = chunk;
+                start = from;
+            };
+            let line = &buf[usize::try_from(line_start - start).unwrap_or(0)
+                ..usize::try_from(line_end - start).unwrap_or(0)];
+            if std::mem::take(&mut last_line) && line.last() != Some(&b'\n') {
+                // Cut off mid-write by a crash: no reader ever had a whole line here.
+                self.file.set_len(line_start)?;
+                self.file.sync_data()?;
+                line_end = line_start;
+                continue;
+            }
+            let id = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned));
+            match id {
+                Some(id) if wanted.contains(id.as_str()) && !found.contains(&id) => found.push(id),
+                _ => break,
+            }
+            if found.len() == wanted.len() {
+                break;
+            }
+            line_end = line_start;
+        }
+        Ok(found)
+    }
+}
+
 impl ResultSink for FileSink {
     fn name(&self) -> String {
         format!("file {}", self.path.display())
+    }
+
+    fn reconcile(&mut self, candidates: &[String]) -> Result<Vec<String>, SinkError> {
+        self.unrecorded_tail(candidates)
+            .map_err(|source| SinkError::Reconcile {
+                target: self.path.display().to_string(),
+                source,
+            })
     }
 
     fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError> {
@@ -151,6 +244,58 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         let back: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(back["task_id"], "t");
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn reconciling_finds_the_unrecorded_end_and_cuts_a_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        let mut sink = FileSink::open(&path).unwrap();
+        for id in ["a", "b", "c", "d"] {
+            sink.publish(&report(id)).unwrap();
+        }
+        // The ledger recorded a and b; c and d were written, e is unknown to the file.
+        let found = sink.reconcile(&ids(&["c", "d", "e"])).unwrap();
+        assert_eq!(found, ids(&["d", "c"]));
+        // Nothing unrecorded at the end: b is recorded, so the scan stops at d.
+        assert!(sink.reconcile(&ids(&["b"])).unwrap().is_empty());
+        // A line cut off mid-write is removed, the lines before it count.
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, [&whole[..], b"{\"task_id\":\"e\",\"sta"].concat()).unwrap();
+        let mut sink = FileSink::open(&path).unwrap();
+        assert_eq!(sink.reconcile(&ids(&["d", "e"])).unwrap(), ids(&["d"]));
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+    }
+
+    proptest::proptest! {
+        /// Whatever the line lengths (across chunk borders) and wherever the recorded part
+        /// ends, the unrecorded end of the file is found exactly.
+        #[test]
+        fn reconciling_finds_exactly_the_unrecorded_lines(
+            sizes in proptest::collection::vec(0usize..70_000, 1..8),
+            recorded in 0usize..8,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("results.jsonl");
+            let mut sink = FileSink::open(&path).unwrap();
+            let mut all = Vec::new();
+            for (i, size) in sizes.iter().enumerate() {
+                let mut r = report(&format!("t{i}"));
+                r.error = Some("x".repeat(*size));
+                sink.publish(&r).unwrap();
+                all.push(format!("t{i}"));
+            }
+            let recorded = recorded.min(all.len());
+            let mut candidates = all[recorded..].to_vec();
+            candidates.push("never-written".into());
+            let mut found = sink.reconcile(&candidates).unwrap();
+            found.reverse();
+            proptest::prop_assert_eq!(found, all[recorded..].to_vec());
+        }
     }
 
     #[test]

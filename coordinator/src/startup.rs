@@ -17,10 +17,11 @@ use crate::config::{self, BackendKind, ConfigError};
 use crate::election::{self, ElectionError};
 use crate::http::{self, Readiness};
 use crate::job::{self, JobError};
-use crate::service::{serve, Observers, ServiceSettings, Stop};
+use crate::ledger::{Ledger, LedgerError, SqliteLedger};
+use crate::reconciler::{reconcile, Observers, Settings, Stop};
 use crate::sink::{FileSink, ResultSink, StdoutSink};
 use crate::source::{
-    api_channel, JsonLinesSource, Merged, PlaceholderSource, Preloaded, SourceError, TaskSource,
+    Intake, JsonLinesSource, PlaceholderSource, Preloaded, SourceError, TaskSource,
 };
 use crate::task::Task;
 
@@ -96,6 +97,12 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("configuration: state (from {origin}): {source}")]
+    Ledger {
+        origin: String,
+        #[source]
+        source: Box<LedgerError>,
+    },
     #[error("--print-job: not a valid task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {0}")]
     PrintJobTask(#[source] serde_json::Error),
     #[error("--print-job: cannot write the Job as YAML: {0}")]
@@ -132,6 +139,15 @@ pub fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, StartupE
 pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     let c = &loaded.config;
     let identity = identity();
+    let state = loaded.state_path();
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(
+            SqliteLedger::open(&state).map_err(|source| StartupError::Ledger {
+                origin: loaded.source_of("state"),
+                source: Box::new(source),
+            })?,
+        );
+    info!("ledger: {}", ledger.describe());
     let mut kube_backend = None;
     let backend: Arc<dyn Backend> = match loaded.backend {
         BackendKind::Kubernetes => {
@@ -139,7 +155,20 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
             kube_backend = Some(b.clone());
             b
         }
-        _ => Arc::new(local_backend(&loaded)?),
+        _ => {
+            let local = local_backend(&loaded)?;
+            // Work dirs of tasks that are over (or were never recorded) go; those of
+            // tasks the ledger has as running are collected or waited for.
+            let running = ledger
+                .running()
+                .await
+                .map_err(|source| StartupError::Ledger {
+                    origin: loaded.source_of("state"),
+                    source: Box::new(source),
+                })?;
+            local.sweep(&running.into_iter().map(|e| e.task_id).collect());
+            Arc::new(local)
+        }
     };
     let primary: Box<dyn TaskSource> =
         match &c.tasks {
@@ -162,14 +191,12 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     }
 
     let observers = Arc::new(Observers::default());
-    let source_open = Arc::new(AtomicBool::new(true));
+    let intake = Arc::new(Intake::new(ledger.clone()));
     // Whether this replica takes tasks: always, unless leader election says otherwise.
     let leading = Arc::new(AtomicBool::new(!c.leader_election));
-    let (intake, api) = api_channel();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let listen = c.listen.trim();
     let http_task = if listen.is_empty() || listen == "off" {
-        drop(intake);
         None
     } else {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -184,11 +211,11 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
             Err(e) => info!("http listener on {listen} ({e})"),
         }
         let ready = Arc::new(Readiness {
-            source_open: source_open.clone(),
+            intake: intake.clone(),
             backend: backend.clone(),
             leading: c.leader_election.then(|| leading.clone()),
         });
-        let app = http::router(observers.clone(), intake, ready);
+        let app = http::router(observers.clone(), intake.clone(), ready);
         Some(tokio::spawn(http::serve(listener, app, async {
             let _ = http_stop_rx.await;
         })))
@@ -251,14 +278,9 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         },
         None => Vec::new(),
     };
-    let source: Box<dyn TaskSource> = Box::new(Merged::new(
-        Box::new(Preloaded::new(adopted, primary)),
-        api,
-        c.once,
-        source_open,
-    ));
+    let source: Box<dyn TaskSource> = Box::new(Preloaded::new(adopted, primary));
 
-    let settings = ServiceSettings {
+    let settings = Settings {
         concurrency: c.concurrency as usize,
         retries: c.retries,
         retry_backoff: Duration::from_millis(c.retry_backoff_ms),
@@ -271,7 +293,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         identity = %identity,
         "coordinator started"
     );
-    let summary = serve(settings, source, sinks, backend, stop_rx, observers).await;
+    let summary = reconcile(settings, source, intake, sinks, backend, stop_rx, observers).await;
     info!("summary: {}", summary.line());
     let lost_lease = match lease {
         Some(held) => held.give_up().await,
@@ -361,14 +383,12 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> 
     } else {
         c.ipfs_endpoint.trim().to_owned()
     };
-    let work_dir = c.work_dir.clone().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = &work_dir {
-        std::fs::create_dir_all(dir).map_err(|source| StartupError::WorkDir {
-            path: dir.clone(),
-            origin: loaded.source_of("work_dir"),
-            source,
-        })?;
-    }
+    let work_dir = loaded.work_dir();
+    std::fs::create_dir_all(&work_dir).map_err(|source| StartupError::WorkDir {
+        path: work_dir.clone(),
+        origin: loaded.source_of("work_dir"),
+        source,
+    })?;
     Ok(LocalBackend {
         fetcher,
         runner,
@@ -376,6 +396,7 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> 
         task_timeout: loaded.task_timeout(),
         fuel: c.fuel,
         work_dir,
+        pod_program: exe,
     })
 }
 

@@ -101,6 +101,19 @@ impl Task {
     }
 }
 
+#[cfg(test)]
+impl Task {
+    /// A valid task with this id (a CIDv0, no input, no entry), for tests.
+    pub fn example(id: &str) -> Task {
+        Task {
+            task_id: id.into(),
+            wasm_cid: "QmPZ9gcCEpqKTo6aq61g2nXGUhM4iCL3ewB6LDXZCtioEB".into(),
+            input_cid: None,
+            entry: None,
+        }
+    }
+}
+
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), TaskError> {
     if value.is_empty() {
         return Err(TaskError::Empty { field });
@@ -161,8 +174,6 @@ pub enum ReportStatus {
     Runner(Status),
     /// The fetcher could not get and verify the module or input (after retries).
     FetchFailed,
-    /// A shutdown stopped the task before it finished.
-    Interrupted,
 }
 
 impl ReportStatus {
@@ -170,22 +181,18 @@ impl ReportStatus {
 
     /// Failures of the machinery rather than of the task: they make `--once` exit non-zero.
     pub fn is_infrastructure_failure(self) -> bool {
-        matches!(
-            self,
-            Self::Runner(Status::Error) | Self::FetchFailed | Self::Interrupted
-        )
+        matches!(self, Self::Runner(Status::Error) | Self::FetchFailed)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Runner(s) => s.as_str(),
             Self::FetchFailed => "fetch_failed",
-            Self::Interrupted => "interrupted",
         }
     }
 
     /// Every status, for validating a filter and for listing the choices.
-    pub const ALL: [ReportStatus; 9] = [
+    pub const ALL: [ReportStatus; 8] = [
         Self::Runner(Status::Ok),
         Self::Runner(Status::Trap),
         Self::Runner(Status::OutOfFuel),
@@ -194,7 +201,6 @@ impl ReportStatus {
         Self::Runner(Status::InvalidInput),
         Self::Runner(Status::Error),
         Self::FetchFailed,
-        Self::Interrupted,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -246,8 +252,7 @@ pub struct TaskReport {
     #[serde(flatten)]
     pub task: Task,
     pub status: ReportStatus,
-    /// The stage that failed; `null` when the task's status is `ok` or it was interrupted
-    /// before a stage could be blamed.
+    /// The stage that failed; `null` when the task's status is `ok`.
     pub stage: Option<Stage>,
     /// Runs of the task, retries included.
     pub attempts: u32,
@@ -417,7 +422,6 @@ mod tests {
             ReportStatus::from(Status::OutOfFuel).as_str(),
             "out_of_fuel"
         );
-        assert!(ReportStatus::Interrupted.is_infrastructure_failure());
         assert!(!ReportStatus::Runner(Status::Trap).is_infrastructure_failure());
         assert!(serde_json::from_str::<ReportStatus>("\"bogus\"").is_err());
     }

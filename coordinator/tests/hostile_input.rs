@@ -361,6 +361,14 @@ fn every_error_answer_of_the_api_is_json() {
         ("POST", "/tasks", b"{\"task_id\":", 400, "not a valid task"),
         ("GET", "/tasks?limit=many", b"", 400, "limit"),
         ("GET", "/tasks?status=bogus", b"", 400, "fetch_failed"),
+        (
+            "GET",
+            "/tasks?status=interrupted",
+            b"",
+            400,
+            "queued, running",
+        ),
+        ("GET", "/tasks?after=-1", b"", 400, "after"),
         ("GET", "/tasks/nope", b"", 404, "nope"),
         ("GET", "/tasks/%FF%FE", b"", 400, "UTF-8"),
         ("GET", "/no/such/thing", b"", 404, "no such endpoint"),
@@ -376,14 +384,7 @@ fn every_error_answer_of_the_api_is_json() {
             "{method} {path}: {text}"
         );
     }
-    for status in [
-        "queued",
-        "running",
-        "ok",
-        "trap",
-        "fetch_failed",
-        "interrupted",
-    ] {
+    for status in ["queued", "running", "ok", "trap", "fetch_failed", "error"] {
         let (got, text) =
             http_client::request(port, "GET", &format!("/tasks?status={status}"), b"");
         assert_eq!(got, 200, "{status}: {text}");

@@ -53,6 +53,8 @@ impl Service {
             .arg(repo().join("host/wasm"))
             .arg("--work-dir")
             .arg(dir.path().join("work"))
+            .arg("--state")
+            .arg(dir.path().join("state/ledger.sqlite"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();

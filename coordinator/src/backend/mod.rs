@@ -1,5 +1,5 @@
 //! How a task runs, behind one trait. `local` (the embedded default) runs the `fetcher` and
-//! `runner` binaries as child processes with the pod's environment contract; `kubernetes`
+//! `runner` binaries in a pod process per task with the pod's environment contract; `kubernetes`
 //! runs one Job per task.
 
 mod job_watch;
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use kubernetes::{KubernetesBackend, KubernetesError};
-pub use local::{LocalBackend, LocalError};
+pub use local::{run_pod, LocalBackend, LocalError, PodDir};
 use pod::exit::runner as runner_exit;
 use runner::{Status, TaskResult};
 
@@ -141,10 +141,11 @@ pub trait Backend: Send + Sync {
     /// One attempt at `task`.
     fn run<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, AttemptOutcome>;
 
-    /// The attempt's outcome is settled: its report was published (`Some`), or a retry
-    /// comes next (`None`). What the attempt still holds is freed only now (the Kubernetes
-    /// backend deletes the Job here), so a coordinator that dies before publishing loses
-    /// no result: the next one adopts the Job and publishes it.
+    /// The attempt's outcome is settled: its report is recorded in the ledger (`Some`), or
+    /// a retry comes next or the run was cut short (`None`). What the attempt still holds
+    /// is freed only now (the Kubernetes backend deletes the Job, the local one the work
+    /// dir), so a coordinator that dies before recording loses no result: the next one
+    /// collects it.
     fn release<'a>(
         &'a self,
         _task: &'a Task,
@@ -154,7 +155,7 @@ pub trait Backend: Send + Sync {
     }
 
     /// True when a task left unfinished at shutdown carries on without the coordinator and
-    /// the next coordinator adopts it (a Job does); such a task is not reported interrupted.
+    /// the next coordinator adopts it (a Job does); such a task stays running in the ledger.
     fn hands_over(&self) -> bool {
         false
     }

@@ -1,8 +1,9 @@
 //! Where tasks come from, behind one trait: the placeholder contract (the sample tasks) and
-//! a JSON-lines file or stdin, and `POST /tasks`; [`Merged`] takes from two at once, and
-//! [`Preloaded`] puts a list (the adopted Jobs' tasks) in front of a source.
+//! a JSON-lines file or stdin; [`Preloaded`] puts a list (the adopted Jobs' tasks) in front
+//! of a source. Every source's tasks go into the ledger through the [`Intake`], which
+//! `POST /tasks` uses too.
 
-mod api;
+mod intake;
 mod jsonl;
 mod placeholder;
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-pub use api::{channel as api_channel, ApiIntake, ApiSource};
+pub use intake::{Intake, IntakeError};
 pub use jsonl::JsonLinesSource;
 pub use placeholder::{PlaceholderSource, SAMPLES};
 
@@ -23,8 +24,8 @@ pub type NextTask<'a> =
 
 /// A stream of tasks.
 ///
-/// `next_task` must be cancel-safe: [`Merged`] races two sources and drops the loser's
-/// future, which must not have taken a task yet.
+/// `next_task` must be cancel-safe: the reconciler races it against a stop and drops it,
+/// which must not lose a task it had taken.
 pub trait TaskSource: Send {
     fn next_task(&mut self) -> NextTask<'_>;
 
@@ -93,114 +94,10 @@ impl TaskSource for Preloaded {
     }
 }
 
-/// The configured source and the task API together. With `once`, the run ends when the
-/// configured source is drained: the API stops taking tasks then, and what it had already
-/// queued still runs. Without, it goes on until the service stops asking.
-pub struct Merged {
-    primary: Box<dyn TaskSource>,
-    api: ApiSource,
-    primary_done: bool,
-    api_done: bool,
-    once: bool,
-    /// Cleared when no task can come any more (for `/readyz`).
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl std::fmt::Debug for Merged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Merged(primary_done: {}, api_done: {})",
-            self.primary_done, self.api_done
-        )
-    }
-}
-
-impl Merged {
-    pub fn new(
-        primary: Box<dyn TaskSource>,
-        api: ApiSource,
-        once: bool,
-        open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Self {
-        open.store(true, std::sync::atomic::Ordering::SeqCst);
-        Self {
-            primary,
-            api,
-            primary_done: false,
-            api_done: false,
-            once,
-            open,
-        }
-    }
-}
-
-impl TaskSource for Merged {
-    fn next_task(&mut self) -> NextTask<'_> {
-        Box::pin(async move {
-            loop {
-                if self.primary_done && self.once {
-                    self.api.close();
-                }
-                if self.primary_done && self.api_done {
-                    self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-                    return Ok(None);
-                }
-                tokio::select! {
-                    t = self.primary.next_task(), if !self.primary_done => match t {
-                        Ok(Some(t)) => return Ok(Some(t)),
-                        Ok(None) => self.primary_done = true,
-                        // Broken: drained from now on, and the caller hears why once.
-                        Err(e) => {
-                            self.primary_done = true;
-                            return Err(e);
-                        }
-                    },
-                    t = self.api.next_task(), if !self.api_done => match t {
-                        Ok(Some(t)) => return Ok(Some(t)),
-                        Ok(None) => self.api_done = true,
-                        Err(e) => {
-                            self.api_done = true;
-                            return Err(e);
-                        }
-                    },
-                }
-            }
-        })
-    }
-
-    fn skipped(&self) -> u64 {
-        self.primary.skipped()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Scenario;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    #[tokio::test]
-    async fn merged_loses_no_task_when_the_api_closes_meanwhile() {
-        // Regression: the placeholder source took its task before its future was polled,
-        // and a select! that finished on the closed API dropped it (affine went missing).
-        let (intake, api) = api_channel();
-        drop(intake);
-        let open = Arc::new(AtomicBool::new(true));
-        let mut m = Merged::new(
-            Box::new(PlaceholderSource::new(Scenario::All)),
-            api,
-            true,
-            open.clone(),
-        );
-        let mut ids = Vec::new();
-        while let Some(t) = m.next_task().await.unwrap() {
-            ids.push(t.task_id);
-        }
-        assert_eq!(ids, vec!["fib", "affine", "add"]);
-        assert!(!open.load(std::sync::atomic::Ordering::SeqCst));
-    }
 
     #[tokio::test]
     async fn preloaded_tasks_come_first() {
@@ -219,40 +116,5 @@ mod tests {
             ids.push(t.task_id);
         }
         assert_eq!(ids, vec!["adopted", "fib"]);
-    }
-
-    #[tokio::test]
-    async fn with_once_queued_api_tasks_still_run_after_the_source_drains() {
-        let (intake, api) = api_channel();
-        let task = Task {
-            task_id: "api".into(),
-            wasm_cid: "Qm".into(),
-            input_cid: None,
-            entry: None,
-        };
-        intake.try_send(task).unwrap();
-        let mut m = Merged::new(
-            Box::new(PlaceholderSource::new(Scenario::Fib)),
-            api,
-            true,
-            Arc::new(AtomicBool::new(true)),
-        );
-        let mut ids = Vec::new();
-        while let Some(t) = m.next_task().await.unwrap() {
-            ids.push(t.task_id);
-        }
-        ids.sort();
-        assert_eq!(ids, vec!["api", "fib"]);
-        assert!(
-            intake
-                .try_send(Task {
-                    task_id: "late".into(),
-                    wasm_cid: "Qm".into(),
-                    input_cid: None,
-                    entry: None
-                })
-                .is_err(),
-            "intake closes"
-        );
     }
 }

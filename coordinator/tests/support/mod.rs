@@ -247,6 +247,8 @@ impl Coord {
         cmd.current_dir(cwd.path());
         // No HTTP listener: tests run side by side and would all want 127.0.0.1:8080.
         cmd.env("COORDINATOR_LISTEN", "off");
+        // Each coordinator its own ledger (the default one is shared by the user's runs).
+        cmd.env("COORDINATOR_STATE", cwd.path().join("state/ledger.sqlite"));
         Self {
             cmd,
             stdin: None,
@@ -269,6 +271,11 @@ impl Coord {
         let mut c = Self::new();
         c.cmd.arg("--ipfs-mirror").arg(dir);
         c
+    }
+
+    /// The ledger this coordinator uses (`COORDINATOR_STATE`, in its cwd).
+    pub fn state(&self) -> PathBuf {
+        self.cwd.path().join("state/ledger.sqlite")
     }
 
     pub fn arg(&mut self, a: impl AsRef<std::ffi::OsStr>) -> &mut Self {
@@ -685,6 +692,48 @@ fn proc_stat(pid: i32) -> Option<(char, i32)> {
 
 fn proc_state(pid: i32) -> Option<char> {
     proc_stat(pid).map(|(s, _)| s)
+}
+
+/// Live descendants of `root` (children, grandchildren…) whose name (`/proc/PID/comm`) is
+/// one of `names`, leaving out those whose parent has the same name (a runner's worker).
+pub fn descendants_named(root: i32, names: &[&str]) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let comm = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let procs: Vec<(i32, i32)> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter_map(|pid| match proc_stat(pid) {
+            Some((s, pp)) if s != 'Z' => Some((pid, pp)),
+            _ => None,
+        })
+        .collect();
+    let parent_of = |pid: i32| procs.iter().find(|(p, _)| *p == pid).map(|(_, pp)| *pp);
+    procs
+        .iter()
+        .filter(|(pid, _)| {
+            let mut at = *pid;
+            for _ in 0..16 {
+                match parent_of(at) {
+                    Some(pp) if pp == root => return true,
+                    Some(pp) if pp > 1 => at = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .filter(|(pid, pp)| {
+            let name = comm(*pid);
+            names.contains(&name.as_str()) && comm(*pp) != name
+        })
+        .map(|(pid, _)| *pid)
+        .collect()
 }
 
 /// Live children of `parent` whose name (`/proc/PID/comm`) is one of `names`.

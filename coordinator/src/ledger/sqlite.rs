@@ -1,0 +1,902 @@
+//! The local ledger: one SQLite file (rusqlite's bundled SQLite: nothing to install), in
+//! WAL mode with `synchronous = FULL`, so a transaction is on disk when its commit returns.
+//!
+//! Writes go through one writer thread that commits whatever is waiting in one transaction
+//! (group commit: under load, many tasks share one fsync), each operation inside its own
+//! savepoint so a refused one changes nothing and fails alone. Callers hear back only
+//! after the commit. Reads use a second connection (WAL lets them run beside the writer).
+//!
+//! An exclusive lock on `<path>.lock` keeps a second coordinator off the same file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use tokio::sync::oneshot;
+
+use super::state::{self, Accepted, Entry, Phase, Transition};
+use super::{now_ms, Counts, Filter, Ledger, LedgerError, Unpublished};
+use crate::backend::BoxFuture;
+use crate::task::{ReportStatus, Task, TaskReport};
+
+/// The schema this coordinator writes; a file with a higher one is refused.
+const SCHEMA_VERSION: i64 = 1;
+/// The most operations committed together.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq         INTEGER PRIMARY KEY,      -- acceptance order
+    task_id     TEXT NOT NULL UNIQUE,
+    task        TEXT NOT NULL,            -- the task, as JSON
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+    status      TEXT,                     -- the final status, once done
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    accepted_at INTEGER NOT NULL,         -- Unix milliseconds
+    started_at  INTEGER,
+    finished_at INTEGER,
+    done_seq    INTEGER,                  -- finishing order: the order reports are published in
+    report      TEXT,                     -- the report, as JSON, once done
+    delivered   TEXT NOT NULL DEFAULT '[]', -- the sinks that have the report (JSON array)
+    published   INTEGER NOT NULL DEFAULT 0  -- 1 once every sink has it
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
+CREATE INDEX IF NOT EXISTS tasks_outbox ON tasks (done_seq) WHERE state = 'done' AND published = 0;
+";
+
+const COLUMNS: &str = "seq, task_id, task, state, status, attempts, accepted_at, started_at, finished_at, report, published, delivered";
+
+type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
+/// How to answer an operation once its transaction's fate is known (`Some(why)`: the
+/// commit failed).
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// One write, with where its answer goes.
+enum Op {
+    Accept(Vec<Task>, Reply<Vec<Accepted>>),
+    Start(usize, Reply<Vec<Entry>>),
+    Finish(Box<TaskReport>, Reply<Entry>),
+    Requeue(Vec<String>, Reply<Vec<String>>),
+    Delivered {
+        sink: String,
+        task_ids: Vec<String>,
+        sinks: Vec<String>,
+        reply: Reply<()>,
+    },
+}
+
+#[derive(Debug)]
+pub struct SqliteLedger {
+    path: PathBuf,
+    writer: Mutex<mpsc::Sender<Op>>,
+    reader: Arc<Mutex<Connection>>,
+    /// Held for the ledger's life: the lock on `<path>.lock`.
+    _lock: File,
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger at `path`, its directory included.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+        }
+        let lock_path = lock_path(path);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_err(Box::new(e)))?;
+        lock_file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => LedgerError::InUse {
+                path: path.to_owned(),
+                lock: lock_path.clone(),
+            },
+            std::fs::TryLockError::Error(e) => open_err(Box::new(e)),
+        })?;
+        let mut writer = connect(path).map_err(|e| open_err(Box::new(e)))?;
+        let found: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_err(Box::new(e)))?;
+        if found > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let tx = writer.transaction().map_err(|e| open_err(Box::new(e)))?;
+        tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+            .and_then(|()| tx.commit())
+            .map_err(|e| open_err(Box::new(e)))?;
+        let reader = connect(path).map_err(|e| open_err(Box::new(e)))?;
+        let (tx, rx) = mpsc::channel();
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(&owned, &mut writer, &rx))
+            .map_err(|e| open_err(Box::new(e)))?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(tx),
+            reader: Arc::new(Mutex::new(reader)),
+            _lock: lock_file,
+        })
+    }
+
+    /// Sends `op` to the writer and waits for its answer.
+    fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Op,
+    ) -> BoxFuture<'_, Result<T, LedgerError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(make(reply));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(LedgerError::Stopped(self.path.clone()));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(LedgerError::Stopped(self.path.clone())))
+        })
+    }
+
+    /// Runs `f` on the reader connection, off the async threads.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path, &Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, LedgerError>> {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        Box::pin(async move {
+            let stopped = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let conn = reader
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f(&path, &conn)
+            })
+            .await
+            .unwrap_or_else(|_| Err(LedgerError::Stopped(stopped)))
+        })
+    }
+}
+
+/// The lock file beside the ledger: `ledger.sqlite.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers beside the writer; FULL: the WAL is fsynced at every commit.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn sql(path: &Path, doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    let path = path.to_owned();
+    let doing = doing.into();
+    move |source| LedgerError::Sql {
+        path,
+        doing,
+        source,
+    }
+}
+
+/// The writer thread: takes what is waiting, applies it in one transaction, commits, then
+/// answers. Ends when every sender is gone.
+fn write_loop(path: &Path, conn: &mut Connection, rx: &mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = e.to_string();
+                for op in ops {
+                    fail(op, path, &why);
+                }
+                continue;
+            }
+        };
+        let mut answers: Vec<Answer> = Vec::with_capacity(ops.len());
+        for op in ops {
+            answers.push(apply_op(path, &tx, op));
+        }
+        match tx.commit() {
+            Ok(()) => {
+                for answer in answers {
+                    answer(None);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for answer in answers {
+                    answer(Some(&why));
+                }
+            }
+        }
+    }
+}
+
+/// Answers `op` with a failed commit.
+fn fail(op: Op, path: &Path, why: &str) {
+    let err = || LedgerError::Commit {
+        path: path.to_owned(),
+        doing: "beginning a transaction",
+        why: why.to_owned(),
+    };
+    match op {
+        Op::Accept(_, r) => drop(r.send(Err(err()))),
+        Op::Start(_, r) => drop(r.send(Err(err()))),
+        Op::Finish(_, r) => drop(r.send(Err(err()))),
+        Op::Requeue(_, r) => drop(r.send(Err(err()))),
+        Op::Delivered { reply, .. } => drop(reply.send(Err(err()))),
+    }
+}
+
+/// Applies one operation inside its own savepoint; returns how to answer once the
+/// transaction's fate is known (`Some(why)` when the commit failed).
+fn apply_op(path: &Path, tx: &Transaction<'_>, op: Op) -> Answer {
+    fn answer<T: Send + 'static>(
+        path: &Path,
+        reply: Reply<T>,
+        result: Result<T, LedgerError>,
+    ) -> Answer {
+        let path = path.to_owned();
+        Box::new(move |commit_failed: Option<&str>| {
+            let result = match commit_failed {
+                None => result,
+                Some(why) => Err(LedgerError::Commit {
+                    path,
+                    doing: "committing",
+                    why: why.to_owned(),
+                }),
+            };
+            let _ = reply.send(result);
+        })
+    }
+    fn in_savepoint<T>(
+        path: &Path,
+        tx: &Transaction<'_>,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        tx.execute_batch("SAVEPOINT op")
+            .map_err(sql(path, "opening a savepoint"))?;
+        match f(tx) {
+            Ok(v) => {
+                tx.execute_batch("RELEASE op")
+                    .map_err(sql(path, "releasing a savepoint"))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+                Err(e)
+            }
+        }
+    }
+    match op {
+        Op::Accept(tasks, reply) => {
+            let r = in_savepoint(path, tx, |c| accept(path, c, tasks));
+            answer(path, reply, r)
+        }
+        Op::Start(limit, reply) => {
+            let r = in_savepoint(path, tx, |c| start(path, c, limit));
+            answer(path, reply, r)
+        }
+        Op::Finish(report, reply) => {
+            let r = in_savepoint(path, tx, |c| finish(path, c, report));
+            answer(path, reply, r)
+        }
+        Op::Requeue(ids, reply) => {
+            let r = in_savepoint(path, tx, |c| requeue(path, c, ids));
+            answer(path, reply, r)
+        }
+        Op::Delivered {
+            sink,
+            task_ids,
+            sinks,
+            reply,
+        } => {
+            let r = in_savepoint(path, tx, |c| delivered(path, c, &sink, task_ids, &sinks));
+            answer(path, reply, r)
+        }
+    }
+}
+
+fn accept(path: &Path, c: &Connection, tasks: Vec<Task>) -> Result<Vec<Accepted>, LedgerError> {
+    let now = now_ms();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let existing = by_id(path, c, &task.task_id)?;
+        let next_seq: u64 = c
+            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql(path, "numbering a task"))?;
+        let accepted = state::accept(existing, task, next_seq, now);
+        if let Accepted::New(e) = &accepted {
+            let task_json = to_json(&e.task);
+            c.execute(
+                "INSERT INTO tasks (seq, task_id, task, state, attempts, accepted_at) VALUES (?1, ?2, ?3, 'queued', 0, ?4)",
+                params![e.seq, e.task_id, task_json, e.accepted_at],
+            )
+            .map_err(sql(path, format!("recording task {:?}", e.task_id)))?;
+        }
+        out.push(accepted);
+    }
+    Ok(out)
+}
+
+fn start(path: &Path, c: &Connection, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+    let queued = select(
+        path,
+        c,
+        "WHERE state = 'queued' ORDER BY seq LIMIT ?1",
+        params![limit as i64],
+    )?;
+    let now = now_ms();
+    let mut started = Vec::with_capacity(queued.len());
+    for e in queued {
+        let e = state::apply(e, Transition::Start, now)?;
+        store(path, c, &e, None)?;
+        started.push(e);
+    }
+    Ok(started)
+}
+
+fn finish(path: &Path, c: &Connection, report: Box<TaskReport>) -> Result<Entry, LedgerError> {
+    let id = report.task.task_id.clone();
+    let e = by_id(path, c, &id)?.ok_or_else(|| LedgerError::Unknown(id.clone()))?;
+    let e = state::apply(e, Transition::Finish(report), now_ms())?;
+    let done_seq: i64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM tasks",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql(path, "numbering a finished task"))?;
+    store(path, c, &e, Some(done_seq))?;
+    Ok(e)
+}
+
+fn requeue(path: &Path, c: &Connection, ids: Vec<String>) -> Result<Vec<String>, LedgerError> {
+    let mut requeued = Vec::new();
+    for id in ids {
+        let Some(e) = by_id(path, c, &id)? else {
+            continue;
+        };
+        if e.state != Phase::Running {
+            continue;
+        }
+        let e = state::apply(e, Transition::Requeue, now_ms())?;
+        store(path, c, &e, None)?;
+        requeued.push(id);
+    }
+    Ok(requeued)
+}
+
+fn delivered(
+    path: &Path,
+    c: &Connection,
+    sink: &str,
+    ids: Vec<String>,
+    sinks: &[String],
+) -> Result<(), LedgerError> {
+    for id in ids {
+        let row: Option<(String, bool)> = c
+            .query_row(
+                "SELECT delivered, published FROM tasks WHERE task_id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql(path, format!("reading the deliveries of {id:?}")))?;
+        let Some((text, published)) = row else {
+            return Err(LedgerError::Unknown(id));
+        };
+        let mut have: Vec<String> =
+            serde_json::from_str(&text).map_err(|source| LedgerError::Corrupt {
+                path: path.to_owned(),
+                task_id: id.clone(),
+                what: "deliveries",
+                source,
+            })?;
+        if !have.iter().any(|s| s == sink) {
+            have.push(sink.to_owned());
+        }
+        let complete = sinks.iter().all(|s| have.contains(s));
+        if complete && !published {
+            let e = by_id(path, c, &id)?.ok_or_else(|| LedgerError::Unknown(id.clone()))?;
+            state::apply(e, Transition::Published, now_ms())?;
+        }
+        c.execute(
+            "UPDATE tasks SET delivered = ?1, published = ?2 WHERE task_id = ?3",
+            params![to_json(&have), complete || published, id],
+        )
+        .map_err(sql(path, format!("recording a delivery of {id:?}")))?;
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Tasks, reports and string lists always serialize.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Writes an entry's mutable columns back.
+fn store(path: &Path, c: &Connection, e: &Entry, done_seq: Option<i64>) -> Result<(), LedgerError> {
+    let report = e.report.as_ref().map(to_json);
+    c.execute(
+        "UPDATE tasks SET state = ?1, status = ?2, attempts = ?3, started_at = ?4, finished_at = ?5,
+             report = ?6, published = ?7, done_seq = COALESCE(?8, done_seq) WHERE seq = ?9",
+        params![
+            e.state.as_str(),
+            e.status.map(ReportStatus::as_str),
+            e.attempts,
+            e.started_at,
+            e.finished_at,
+            report,
+            e.published,
+            done_seq,
+            e.seq
+        ],
+    )
+    .map_err(sql(path, format!("updating task {:?}", e.task_id)))?;
+    Ok(())
+}
+
+fn by_id(path: &Path, c: &Connection, id: &str) -> Result<Option<Entry>, LedgerError> {
+    Ok(select(path, c, "WHERE task_id = ?1", params![id])?
+        .into_iter()
+        .next())
+}
+
+/// Raw columns of one row, decoded outside rusqlite's closure (so JSON errors keep their
+/// own type).
+struct RawRow {
+    seq: u64,
+    task_id: String,
+    task: String,
+    state: String,
+    status: Option<String>,
+    attempts: u32,
+    accepted_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    report: Option<String>,
+    published: bool,
+    delivered: String,
+}
+
+fn raw(r: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        seq: r.get(0)?,
+        task_id: r.get(1)?,
+        task: r.get(2)?,
+        state: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        accepted_at: r.get(6)?,
+        started_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        report: r.get(9)?,
+        published: r.get(10)?,
+        delivered: r.get(11)?,
+    })
+}
+
+impl RawRow {
+    fn corrupt(&self, path: &Path, what: &'static str, source: serde_json::Error) -> LedgerError {
+        LedgerError::Corrupt {
+            path: path.to_owned(),
+            task_id: self.task_id.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn entry(&self, path: &Path) -> Result<Entry, LedgerError> {
+        let task: Task =
+            serde_json::from_str(&self.task).map_err(|e| self.corrupt(path, "task", e))?;
+        let report: Option<TaskReport> = self
+            .report
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| self.corrupt(path, "report", e))?;
+        let state = Phase::parse(&self.state).unwrap_or(Phase::Queued);
+        Ok(Entry {
+            task_id: self.task_id.clone(),
+            seq: self.seq,
+            state,
+            status: self.status.as_deref().and_then(ReportStatus::parse),
+            attempts: self.attempts,
+            published: self.published,
+            accepted_at: self.accepted_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            task,
+            report,
+        })
+    }
+
+    fn delivered(&self, path: &Path) -> Result<Vec<String>, LedgerError> {
+        serde_json::from_str(&self.delivered).map_err(|e| self.corrupt(path, "deliveries", e))
+    }
+}
+
+fn select_raw(
+    path: &Path,
+    c: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<RawRow>, LedgerError> {
+    let query = format!("SELECT {COLUMNS} FROM tasks {clause}");
+    let mut stmt = c
+        .prepare_cached(&query)
+        .map_err(sql(path, "reading tasks"))?;
+    let rows = stmt
+        .query_map(args, raw)
+        .map_err(sql(path, "reading tasks"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql(path, "reading tasks"))?;
+    Ok(rows)
+}
+
+fn select(
+    path: &Path,
+    c: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Entry>, LedgerError> {
+    select_raw(path, c, clause, args)?
+        .iter()
+        .map(|r| r.entry(path))
+        .collect()
+}
+
+impl Ledger for SqliteLedger {
+    fn accept(&self, tasks: Vec<Task>) -> BoxFuture<'_, Result<Vec<Accepted>, LedgerError>> {
+        self.write(|r| Op::Accept(tasks, r))
+    }
+
+    fn start(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
+        self.write(|r| Op::Start(limit, r))
+    }
+
+    fn finish(&self, report: TaskReport) -> BoxFuture<'_, Result<Entry, LedgerError>> {
+        self.write(|r| Op::Finish(Box::new(report), r))
+    }
+
+    fn requeue(&self, task_ids: Vec<String>) -> BoxFuture<'_, Result<Vec<String>, LedgerError>> {
+        self.write(|r| Op::Requeue(task_ids, r))
+    }
+
+    fn delivered(
+        &self,
+        sink: String,
+        task_ids: Vec<String>,
+        sinks: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.write(|reply| Op::Delivered {
+            sink,
+            task_ids,
+            sinks,
+            reply,
+        })
+    }
+
+    fn running(&self) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
+        self.read(|path, c| select(path, c, "WHERE state = 'running' ORDER BY seq", []))
+    }
+
+    fn unpublished(&self) -> BoxFuture<'_, Result<Vec<Unpublished>, LedgerError>> {
+        self.read(|path, c| {
+            select_raw(
+                path,
+                c,
+                "WHERE state = 'done' AND published = 0 ORDER BY done_seq",
+                [],
+            )?
+            .iter()
+            .map(|r| {
+                let e = r.entry(path)?;
+                let delivered = r.delivered(path)?;
+                Ok(e.report.map(|report| Unpublished { report, delivered }))
+            })
+            .filter_map(Result::transpose)
+            .collect()
+        })
+    }
+
+    fn get(&self, task_id: String) -> BoxFuture<'_, Result<Option<Entry>, LedgerError>> {
+        self.read(move |path, c| by_id(path, c, &task_id))
+    }
+
+    fn list(
+        &self,
+        filter: Option<Filter>,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
+        self.read(move |path, c| {
+            let (clause, value) = match filter {
+                None => (
+                    "WHERE seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+                    String::new(),
+                ),
+                Some(Filter::Queued) => (
+                    "WHERE state = 'queued' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+                    String::new(),
+                ),
+                Some(Filter::Running) => (
+                    "WHERE state = 'running' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+                    String::new(),
+                ),
+                Some(Filter::Status(s)) => (
+                    "WHERE status = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3",
+                    s.as_str().to_owned(),
+                ),
+            };
+            let rows = select_raw(path, c, clause, params![after as i64, value, limit as i64])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for r in &rows {
+                let size = r.task.len() + r.report.as_ref().map_or(0, String::len);
+                if !out.is_empty() && bytes + size > max_bytes {
+                    break;
+                }
+                bytes += size;
+                out.push(r.entry(path)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<Counts, LedgerError>> {
+        self.read(|path, c| {
+            let mut counts = Counts::default();
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT state, published, COUNT(*) FROM tasks GROUP BY state, published",
+                )
+                .map_err(sql(path, "counting tasks"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, u64>(2)?,
+                    ))
+                })
+                .map_err(sql(path, "counting tasks"))?;
+            for row in rows {
+                let (state, published, n) = row.map_err(sql(path, "counting tasks"))?;
+                match Phase::parse(&state) {
+                    Some(Phase::Queued) => counts.queued += n,
+                    Some(Phase::Running) => counts.running += n,
+                    Some(Phase::Done) => {
+                        counts.done += n;
+                        if !published {
+                            counts.unpublished += n;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("the SQLite ledger {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> Task {
+        Task::example(id)
+    }
+
+    fn open(dir: &Path) -> SqliteLedger {
+        SqliteLedger::open(&dir.join("state/ledger.sqlite")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_task_survives_reopening_in_every_phase() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = open(dir.path());
+            let a = l
+                .accept(vec![task("a"), task("b"), task("c")])
+                .await
+                .unwrap();
+            assert!(a.iter().all(|a| matches!(a, Accepted::New(_))));
+            let started = l.start(2).await.unwrap();
+            assert_eq!(
+                started
+                    .iter()
+                    .map(|e| e.task_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["a", "b"]
+            );
+            let mut r = TaskReport::new(&task("a"), ReportStatus::OK);
+            r.attempts = 1;
+            l.finish(r).await.unwrap();
+        }
+        let l = open(dir.path());
+        let get = |id: &'static str| l.get(id.into());
+        assert_eq!(get("a").await.unwrap().unwrap().state, Phase::Done);
+        assert_eq!(get("b").await.unwrap().unwrap().state, Phase::Running);
+        assert_eq!(get("c").await.unwrap().unwrap().state, Phase::Queued);
+        assert!(get("d").await.unwrap().is_none());
+        assert_eq!(
+            l.counts().await.unwrap(),
+            Counts {
+                queued: 1,
+                running: 1,
+                done: 1,
+                unpublished: 1
+            }
+        );
+        assert_eq!(l.running().await.unwrap()[0].task_id, "b");
+        let again = l.accept(vec![task("a")]).await.unwrap();
+        assert!(matches!(&again[0], Accepted::Known(e) if e.state == Phase::Done));
+    }
+
+    #[tokio::test]
+    async fn a_second_coordinator_cannot_open_the_same_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        let err = SqliteLedger::open(&dir.path().join("state/ledger.sqlite")).unwrap_err();
+        assert!(matches!(err, LedgerError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("--state"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn published_once_every_sink_has_it_in_finishing_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        l.accept(vec![task("a"), task("b")]).await.unwrap();
+        l.start(2).await.unwrap();
+        for id in ["b", "a"] {
+            l.finish(TaskReport::new(&task(id), ReportStatus::OK))
+                .await
+                .unwrap();
+        }
+        let sinks = vec!["stdout".to_string(), "file r".to_string()];
+        let order: Vec<String> = l
+            .unpublished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.report.task.task_id)
+            .collect();
+        assert_eq!(order, ["b", "a"]);
+        l.delivered("stdout".into(), vec!["a".into(), "b".into()], sinks.clone())
+            .await
+            .unwrap();
+        let left = l.unpublished().await.unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0].delivered, ["stdout"]);
+        l.delivered("file r".into(), vec!["a".into()], sinks.clone())
+            .await
+            .unwrap();
+        let left = l.unpublished().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].report.task.task_id, "b");
+        assert!(l.get("a".into()).await.unwrap().unwrap().published);
+    }
+
+    #[tokio::test]
+    async fn a_refused_operation_changes_nothing_and_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        l.accept(vec![task("a")]).await.unwrap();
+        // Not running: finishing is refused, and the accept sent beside it still lands.
+        let (finished, accepted) = tokio::join!(
+            l.finish(TaskReport::new(&task("a"), ReportStatus::OK)),
+            l.accept(vec![task("b")])
+        );
+        assert!(
+            matches!(finished, Err(LedgerError::Transition(_))),
+            "{finished:?}"
+        );
+        assert!(accepted.is_ok());
+        assert_eq!(
+            l.get("a".into()).await.unwrap().unwrap().state,
+            Phase::Queued
+        );
+        assert!(l.get("b".into()).await.unwrap().is_some());
+        let requeued = l.requeue(vec!["a".into(), "zz".into()]).await.unwrap();
+        assert!(requeued.is_empty(), "only running tasks go back");
+    }
+
+    #[tokio::test]
+    async fn listing_pages_by_sequence_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        let tasks: Vec<Task> = (0..10).map(|i| task(&format!("t{i}"))).collect();
+        l.accept(tasks).await.unwrap();
+        l.start(3).await.unwrap();
+        let page = l.list(None, 0, 4, usize::MAX).await.unwrap();
+        assert_eq!(page.len(), 4);
+        let next = l.list(None, page[3].seq, 100, usize::MAX).await.unwrap();
+        assert_eq!(next.len(), 6);
+        assert_eq!(
+            l.list(Some(Filter::Running), 0, 100, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            l.list(Some(Filter::Queued), 0, 100, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
+            7
+        );
+        assert_eq!(
+            l.list(Some(Filter::Status(ReportStatus::OK)), 0, 100, usize::MAX)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            l.list(None, 0, 100, 1).await.unwrap().len(),
+            1,
+            "at least one"
+        );
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_accepts_are_committed_together_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Arc::new(open(dir.path()));
+        let mut joins = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let l = l.clone();
+            joins.spawn(async move { l.accept(vec![task(&format!("t{i}"))]).await });
+        }
+        while let Some(r) = joins.join_next().await {
+            assert!(matches!(r.unwrap().unwrap()[0], Accepted::New(_)));
+        }
+        let seqs: Vec<u64> = l
+            .list(None, 0, 1000, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "distinct, gapless");
+    }
+}
