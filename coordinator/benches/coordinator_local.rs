@@ -1,12 +1,17 @@
 //! The local backend's cost per task: 200 trivial tasks (`add(2, 3)`, distinct task ids)
-//! through the release `coordinator --once` at concurrency 1 and 2, and the same 200 tasks
-//! run directly as `fetcher` (init-container mode, the mirror) then `runner`, one after the
-//! other, from this process. The coordinator's overhead per task is
-//! (coordinator at concurrency 1 − direct) / 200. Prints a Markdown table.
+//! through the release `coordinator --once` at concurrency 1 and 2 (a fresh ledger each
+//! run, on disk; and once with the ledger on tmpfs, `/dev/shm`, where a commit costs no
+//! disk flush), and the same 200 tasks run directly as `fetcher` (init-container mode, the
+//! mirror) then `runner`, one after the other, from this process. The coordinator's
+//! overhead per task is (coordinator at concurrency 1 − direct) / 200. Prints a Markdown
+//! table.
 //!
 //! `cargo build --release --workspace && cargo bench -p coordinator --bench coordinator_local`
 //! (`COORDINATOR_BIN=path` picks another coordinator; `runner` and `fetcher` are taken from
-//! beside it). Without `--bench` (e.g. `cargo test --all-targets`) it prints "skipped".
+//! beside it). `BASELINE_COORDINATOR=path` adds a row for another coordinator binary run the
+//! same way but without `--state` (e.g. one built from before the ledger, commit b554cf1, to
+//! measure what the ledger costs). Without `--bench` (e.g. `cargo test --all-targets`) it
+//! prints "skipped".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -82,13 +87,37 @@ fn check_result(v: &Value, what: &str) {
     assert!(ok, "{what}: not ok(5): {v}");
 }
 
+/// Which coordinator runs, and where its ledger is.
+#[derive(Clone, Copy)]
+enum Variant<'a> {
+    /// The coordinator under test, its ledger in a temp dir on disk.
+    Disk,
+    /// The same, its ledger on tmpfs.
+    Tmpfs,
+    /// Another coordinator binary, without `--state` (one from before the ledger).
+    Baseline(&'a Path),
+}
+
 /// One `coordinator --once` over the task file; returns its wall time.
-fn coordinator_run(b: &Bins, mirror: &Path, tasks: &Path, concurrency: usize) -> Duration {
-    let work = tempfile::Builder::new()
-        .prefix("coord-bench-work-")
-        .tempdir()
-        .unwrap();
-    let mut cmd = Command::new(&b.coordinator);
+fn coordinator_run(
+    b: &Bins,
+    mirror: &Path,
+    tasks: &Path,
+    concurrency: usize,
+    variant: Variant<'_>,
+) -> Duration {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("coord-bench-work-");
+    let work = match variant {
+        Variant::Tmpfs => builder.tempdir_in("/dev/shm"),
+        _ => builder.tempdir(),
+    }
+    .unwrap();
+    let program = match variant {
+        Variant::Baseline(p) => p,
+        _ => &b.coordinator,
+    };
+    let mut cmd = Command::new(program);
     clean(&mut cmd)
         .args(["--once", "--backend", "local", "--listen", "off"])
         .arg("--tasks")
@@ -97,11 +126,16 @@ fn coordinator_run(b: &Bins, mirror: &Path, tasks: &Path, concurrency: usize) ->
         .arg(mirror)
         .arg("--work-dir")
         .arg(work.path().join("work"))
-        // A fresh ledger per run (the same task ids run again).
-        .arg("--state")
-        .arg(work.path().join("ledger.sqlite"))
+        .arg("--runner-path")
+        .arg(&b.runner)
+        .arg("--fetcher-path")
+        .arg(&b.fetcher)
         .args(["--concurrency", &concurrency.to_string()])
         .stdin(Stdio::null());
+    if !matches!(variant, Variant::Baseline(_)) {
+        // A fresh ledger per run (the same task ids run again).
+        cmd.arg("--state").arg(work.path().join("ledger.sqlite"));
+    }
     let start = Instant::now();
     let out = cmd.output().expect("spawn the coordinator");
     let elapsed = start.elapsed();
@@ -210,12 +244,27 @@ fn main() {
         b.coordinator.display(),
         mirror.display()
     );
+    let baseline = std::env::var_os("BASELINE_COORDINATOR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     // Warm-up: page cache, binaries loaded once.
-    coordinator_run(&b, &mirror, &tasks, 1);
+    coordinator_run(&b, &mirror, &tasks, 1, Variant::Disk);
     direct_run(&b, &mirror, &wasm_cid, &input_cid);
 
-    let c1 = min_of(RUNS, || coordinator_run(&b, &mirror, &tasks, 1));
-    let c2 = min_of(RUNS, || coordinator_run(&b, &mirror, &tasks, 2));
+    let c1 = min_of(RUNS, || {
+        coordinator_run(&b, &mirror, &tasks, 1, Variant::Disk)
+    });
+    let c2 = min_of(RUNS, || {
+        coordinator_run(&b, &mirror, &tasks, 2, Variant::Disk)
+    });
+    let tmpfs = min_of(RUNS, || {
+        coordinator_run(&b, &mirror, &tasks, 1, Variant::Tmpfs)
+    });
+    let base = baseline.as_deref().map(|p| {
+        min_of(RUNS, || {
+            coordinator_run(&b, &mirror, &tasks, 1, Variant::Baseline(p))
+        })
+    });
     let direct = min_of(RUNS, || direct_run(&b, &mirror, &wasm_cid, &input_cid));
 
     let n = TASKS as f64;
@@ -225,11 +274,25 @@ fn main() {
     println!();
     println!("| measurement | time (ms) | tasks/s | per task (ms) |");
     println!("| --- | ---: | ---: | ---: |");
-    for (name, d) in [
-        ("`coordinator --once`, concurrency 1", c1),
-        ("`coordinator --once`, concurrency 2", c2),
-        ("direct `fetcher` + `runner` per task, serial", direct),
-    ] {
+    let mut rows = vec![
+        ("`coordinator --once`, concurrency 1".to_string(), c1),
+        ("`coordinator --once`, concurrency 2".to_string(), c2),
+        (
+            "`coordinator --once`, concurrency 1, ledger on tmpfs".to_string(),
+            tmpfs,
+        ),
+        (
+            "direct `fetcher` + `runner` per task, serial".to_string(),
+            direct,
+        ),
+    ];
+    if let (Some(p), Some(d)) = (&baseline, base) {
+        rows.push((
+            format!("baseline `{}` (no ledger), concurrency 1", p.display()),
+            d,
+        ));
+    }
+    for (name, d) in rows {
         println!(
             "| {name} | {:.1} | {:.1} | {:.2} |",
             ms(d),
@@ -241,4 +304,10 @@ fn main() {
         "| coordinator overhead per task, (concurrency 1 − direct) / {TASKS} | | | {:.2} |",
         (ms(c1) - ms(direct)) / n
     );
+    if let Some(d) = base {
+        println!(
+            "| ledger and pods per task, (concurrency 1 − baseline) / {TASKS} | | | {:.2} |",
+            (ms(c1) - ms(d)) / n
+        );
+    }
 }

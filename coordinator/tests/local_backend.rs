@@ -847,3 +847,86 @@ fn a_toml_file_sets_values_and_env_and_flags_override_it() {
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
+
+fn spawned_work(s: &Spawned) -> String {
+    s.work_dir().to_string_lossy().into_owned()
+}
+
+/// A task's pod killed from outside while its runner runs: the runner does not run on
+/// beside the retry, the task is retried as an infrastructure failure and published once.
+#[test]
+fn a_pod_killed_from_outside_takes_its_programs_with_it_and_the_task_is_retried() {
+    let m = Mirror::new();
+    let nap = m.add("nap.wasm", &wasm_of(NAP_WAT));
+    // Longer than the 5 s a released work dir waits for what still runs in it.
+    let input = m.add("nap-input.json", br#"{"entry":"nap","args":[6500]}"#);
+    let tasks = write_lines(
+        m.path(),
+        "tasks.jsonl",
+        &[task_line("victim", &nap, Some(&input), None)],
+    );
+    let spawned = Coord::with_mirror(m.path())
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--fuel", "0", "--retry-backoff-ms", "10"])
+        .timeout(Duration::from_secs(90))
+        .spawn();
+    let root = spawned.pid().as_raw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        let runners = descendants_named(root, &["runner"]);
+        let pods: Vec<i32> = processes_mentioning("--local-pod")
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("--local-pod"))
+            .map(|(pid, _)| pid)
+            .collect();
+        if let (false, Some(pod)) = (runners.is_empty(), pods.first()) {
+            break *pod;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pod with a runner within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pod), Signal::SIGKILL).unwrap();
+    // From now on at most one runner (not counting its worker) may live at a time: the
+    // orphaned one is killed before the retry starts its own.
+    let work = spawned_work(&spawned);
+    let mut spawned = spawned;
+    let mut most = 0;
+    while spawned.child.try_wait().unwrap().is_none() {
+        let runners = processes_mentioning(&work)
+            .into_iter()
+            .filter(|(pid, _)| {
+                let comm =
+                    |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    })
+                    .unwrap_or(0);
+                comm(*pid).trim() == "runner" && comm(parent).trim() != "runner"
+            })
+            .count();
+        most = most.max(runners);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        most <= 1,
+        "{most} runners of the task at once after its pod was killed"
+    );
+    let run = spawned.wait();
+    run.expect_code(0);
+    let by_id = run.by_id();
+    let r = &by_id["victim"];
+    assert_eq!(
+        (&r["status"], &r["result"]["result"], &r["attempts"]),
+        (&json!("ok"), &json!([0]), &json!(2)),
+        "{}",
+        run.describe()
+    );
+    run.expect_work_dir_clean().expect_no_orphans();
+}

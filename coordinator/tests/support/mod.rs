@@ -429,6 +429,11 @@ impl Spawned {
     }
 
     /// The port of the coordinator's HTTP listener (`--listen 127.0.0.1:0`), from its log.
+    /// The `--work-dir` of this coordinator.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
     pub fn http_port(&self) -> u16 {
         let line = self.wait_for_log("http listener on ", Duration::from_secs(30));
         let addr = line.split("http listener on ").nth(1).unwrap_or_default();

@@ -201,15 +201,20 @@ impl LocalBackend {
         }
         match dir.read_status() {
             Some(status) => collect(dir, &status, self.task_timeout),
-            None => AttemptOutcome::failed(
-                FailureKind::NoResult,
-                Stage::Run,
-                format!(
-                    "the task's pod ended without saying how: {}",
-                    last_error(&tail(&dir.stderr("pod"), 64 * 1024), "pod", None)
-                ),
-                true,
-            ),
+            None => {
+                // The pod died (killed from outside): its programs must not run on
+                // beside the retry.
+                dir.kill_leftovers();
+                AttemptOutcome::failed(
+                    FailureKind::NoResult,
+                    Stage::Run,
+                    format!(
+                        "the task's pod ended without saying how: {}",
+                        last_error(&tail(&dir.stderr("pod"), 64 * 1024), "pod", None)
+                    ),
+                    true,
+                )
+            }
         }
     }
 }

@@ -125,6 +125,29 @@ impl PodDir {
     pub fn stderr(&self, program: &str) -> PathBuf {
         self.0.join(format!("{program}.stderr"))
     }
+    /// The process group a program runs in, written when it starts.
+    pub fn pgid(&self, program: &str) -> PathBuf {
+        self.0.join(format!("{program}.pgid"))
+    }
+
+    /// Kills what is left of a pod that died (its programs run on, holding the lock):
+    /// the process groups its programs were started in. Only while the lock is held, so a
+    /// group is signalled only while some of its processes live (a group id is not reused
+    /// while its group has members).
+    pub fn kill_leftovers(&self) {
+        if !matches!(self.probe(), Ok(Probe::Held)) {
+            return;
+        }
+        for program in ["fetcher", "runner"] {
+            let pgid = std::fs::read_to_string(self.pgid(program))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|p| *p > 1);
+            if let Some(pgid) = pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        }
+    }
 
     pub fn read_spec(&self) -> Option<PodSpec> {
         serde_json::from_slice(&std::fs::read(self.spec()).ok()?).ok()
@@ -329,6 +352,10 @@ async fn run(mut cmd: Command, dir: &PodDir, name: &str, deadline: Instant) -> E
         }
     };
     let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+    if let Some(pgid) = guard.0 {
+        // For the coordinator, should this pod die and leave the program running.
+        let _ = std::fs::write(dir.pgid(name), pgid.to_string());
+    }
     match tokio::time::timeout_at(deadline, child.wait()).await {
         Err(_) => Ended::TimedOut,
         Ok(Err(e)) => Ended::NotStarted {
