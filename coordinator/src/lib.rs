@@ -8,17 +8,15 @@
 //!
 //! Around it: [`config`] (figment layers), [`task`] (the task and report wire formats,
 //! validated once for every source), [`http`] (health, readiness, [`metrics`] and the task
-//! API over the ledger), [`job`] (a task's
-//! Kubernetes Job, built from the template), [`job_status`] (what a Job and its pod say
-//! happened), [`election`] (the leader Lease) and [`startup`] (the wiring `main` runs):
-//! each concept in its own module.
+//! API over the ledger), [`election`] (the leader Lease) and [`startup`] (the wiring `main`
+//! runs). Everything Kubernetes is in [`backend::kubernetes`]: the Job built from the
+//! template (`job`), what a Job and its pod say happened (`status`), the shared watches
+//! (`watch`) and events. Each concept in its own module.
 
 pub mod backend;
 pub mod config;
 pub mod election;
 pub mod http;
-pub mod job;
-pub mod job_status;
 pub mod ledger;
 pub mod metrics;
 pub mod publisher;
@@ -27,3 +25,6 @@ pub mod sink;
 pub mod source;
 pub mod startup;
 pub mod task;
+
+/// The Job builder's old path, kept for the tests that use it.
+pub use backend::kubernetes::job;

@@ -12,11 +12,11 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use tracing::{error, info};
 
+use crate::backend::kubernetes::job::{self, JobError};
 use crate::backend::{Backend, KubernetesBackend, KubernetesError, LocalBackend, LocalError};
 use crate::config::{self, BackendKind, ConfigError};
 use crate::election::{self, ElectionError};
 use crate::http::{self, Readiness};
-use crate::job::{self, JobError};
 use crate::ledger::{Ledger, LedgerError, SqliteLedger};
 use crate::reconciler::{reconcile, Observers, Settings, Stop};
 use crate::sink::{FileSink, ResultSink, StdoutSink};

@@ -2,8 +2,7 @@
 //! `runner` binaries in a pod process per task with the pod's environment contract; `kubernetes`
 //! runs one Job per task.
 
-mod job_watch;
-mod kubernetes;
+pub mod kubernetes;
 mod local;
 
 use std::future::Future;

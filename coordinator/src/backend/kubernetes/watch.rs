@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::job::managed_selector;
+use super::status::{fail_fast, job_finished, JobEnd};
 use crate::backend::{AttemptOutcome, FailureKind};
-use crate::job::managed_selector;
-use crate::job_status::{fail_fast, job_finished, JobEnd};
 use crate::task::Stage;
 
 /// The label the Job controller puts on a Job's pods.

@@ -16,8 +16,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use runner::TaskResult;
 
+use crate::backend::kubernetes::job::{FETCHER_CONTAINER, RUNNER_CONTAINER};
 use crate::backend::{AttemptOutcome, FailureKind};
-use crate::job::{FETCHER_CONTAINER, RUNNER_CONTAINER};
 use crate::task::Stage;
 
 /// How a Job ended, from its conditions.

@@ -1,5 +1,5 @@
-//! The Kubernetes backend: one Job per task. The Job comes from [`crate::job`] (pure), its
-//! verdict from [`crate::job_status`] (pure); this file is the IO shell around them:
+//! The Kubernetes backend: one Job per task. The Job comes from [`job`] (pure), its
+//! verdict from [`status`] (pure); this file is the IO shell around them:
 //!
 //! 1. create the Job, or adopt the one that already exists for the same task (same name,
 //!    same task-id annotation): a restarted coordinator never starts a task twice;
@@ -7,12 +7,16 @@
 //!    image that cannot be pulled fails the task at once instead of at the deadline (one
 //!    watch on Jobs and one on pods for all tasks: [`JobWatch`]);
 //! 3. judge it from its newest pod: the runner's termination message, else its log;
-//! 4. after the report is published ([`Backend::release`]), delete the Job with background
-//!    propagation, so its pods go too. A coordinator that dies before publishing leaves
+//! 4. once the report is recorded in the ledger ([`Backend::release`]), delete the Job with background
+//!    propagation, so its pods go too. A coordinator that dies before recording leaves
 //!    the Job, and the next one adopts it ([`KubernetesBackend::adoptable`]).
 //!
 //! Events on each Job (created, adopted, result published, failed with its cause) make
 //! `kubectl describe job` tell the story; failing to record one never fails a task.
+
+pub mod job;
+pub mod status;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -25,13 +29,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
-use crate::backend::job_watch::{JobWatch, JOB_NAME_LABEL};
-use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
-use crate::job::{
+use self::job::{
     build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
     DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
 };
-use crate::job_status::{stage_times, verdict, verdict_from_log, JobEnd, Verdict};
+use self::status::{stage_times, verdict, verdict_from_log, JobEnd, Verdict};
+use self::watch::{JobWatch, JOB_NAME_LABEL};
+use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
 use crate::task::{ReportStatus, Stage, Task, TaskReport};
 
 /// How long past the Job's own deadline the coordinator waits before it gives up on it.
