@@ -46,6 +46,9 @@ const GONE_WITHIN: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: i64 = 200;
 /// `/readyz`'s bound on the API server's answer.
 const READY_WITHIN: Duration = Duration::from_secs(3);
+/// How long the pod watch gets to show a finished Job's pod ended before the pods are
+/// listed instead.
+const POD_CATCH_UP: Duration = Duration::from_secs(1);
 /// Kubernetes caps an event's note at 1 kB.
 const NOTE_MAX: usize = 1000;
 
@@ -195,23 +198,10 @@ impl KubernetesBackend {
         loop {
             let err = match self.jobs.create(&PostParams::default(), job).await {
                 Ok(created) => {
+                    // No event: the Job's own creation is in its metadata, and the task's
+                    // module, input and entry in its annotations; the outcome gets one.
                     info!(job = name, "created Job");
                     self.remember(&created);
-                    let note = format!(
-                        "task {}: module {}{}{}",
-                        task.task_id,
-                        task.wasm_cid,
-                        task.input_cid
-                            .as_deref()
-                            .map(|c| format!(", input {c}"))
-                            .unwrap_or_default(),
-                        task.entry
-                            .as_deref()
-                            .map(|e| format!(", entry {e}"))
-                            .unwrap_or_default()
-                    );
-                    self.record(name, EventType::Normal, "Created", "Create", note)
-                        .await;
                     return Ok(());
                 }
                 Err(e) => e,
@@ -315,25 +305,30 @@ impl KubernetesBackend {
         end
     }
 
-    /// Judges the finished Job by its newest pod.
+    /// Judges the finished Job by its newest pod: the one the shared pod watch has, once
+    /// it shows the pod ended; else (the watch lags, or the pod is gone) listed afresh.
     async fn collect(&self, name: &str, end: &JobEnd) -> AttemptOutcome {
-        // Listed afresh rather than read from the shared watch's cache: the Job and pod
-        // watches are separate streams, so the cached pod may not yet show the final state
-        // the Job's condition was set from.
-        let pods = match self
-            .pods
-            .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
-            .await
-        {
-            Ok(l) => l.items,
-            Err(e) => {
-                return AttemptOutcome::failed(
-                    FailureKind::Api,
-                    Stage::Run,
-                    format!("listing the pods of Job {name}: {e}"),
-                    true,
-                )
-            }
+        let cached = match self.watch.get() {
+            Some(watch) => watch.ended_pod(name, POD_CATCH_UP).await,
+            None => None,
+        };
+        let pods = match cached {
+            Some(pod) => vec![(*pod).clone()],
+            None => match self
+                .pods
+                .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+                .await
+            {
+                Ok(l) => l.items,
+                Err(e) => {
+                    return AttemptOutcome::failed(
+                        FailureKind::Api,
+                        Stage::Run,
+                        format!("listing the pods of Job {name}: {e}"),
+                        true,
+                    )
+                }
+            },
         };
         let pod = pods
             .iter()

@@ -115,6 +115,33 @@ impl JobWatch {
         }
     }
 
+    /// The newest pod of Job `name` once the cache shows it ended (phase `Succeeded` or
+    /// `Failed`), waiting up to `within` for the pod watch to catch up with the Job watch
+    /// (separate streams); `None` if it does not, and the caller lists the pods itself.
+    pub async fn ended_pod(&self, name: &str, within: Duration) -> Option<Arc<Pod>> {
+        let mut changed = self.changed.clone();
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let newest = self
+                .pods_of(name)
+                .into_iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            let ended = newest.filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+            });
+            if ended.is_some() {
+                return ended;
+            }
+            tokio::select! {
+                c = changed.changed() => if c.is_err() { return None },
+                () = tokio::time::sleep_until(until) => return None,
+            }
+        }
+    }
+
     fn pods_of(&self, job: &str) -> Vec<Arc<Pod>> {
         self.pods.state_filter(|p| {
             p.metadata
