@@ -25,6 +25,9 @@ pub const MAX_SKIPPED_LINE_BYTES: u64 = 16 << 20;
 pub struct JsonLinesSource {
     name: String,
     reader: Box<dyn AsyncBufRead + Send + Unpin>,
+    /// The line being read: kept here, not in the future, so that a `next_task` future
+    /// dropped mid-line (the reconciler races it) loses nothing.
+    partial: Partial,
     line_no: u64,
     done: bool,
     /// Lines skipped so far, for the summary.
@@ -68,6 +71,7 @@ impl JsonLinesSource {
         Self {
             name,
             reader,
+            partial: Partial::default(),
             line_no: 0,
             done: false,
             skipped: 0,
@@ -114,32 +118,42 @@ pub fn parse_line(bytes: &[u8]) -> Line {
 /// Reads one line into `buf` (without its newline), keeping at most `max` bytes: returns
 /// `None` at the end of input, `Some(true)` when the line was longer and cut. A line longer
 /// than [`MAX_SKIPPED_LINE_BYTES`] is an `InvalidData` error.
+/// A line read so far: its bytes (at most the cap), how many it really has, and whether
+/// any byte came at all.
+#[derive(Debug, Default)]
+struct Partial {
+    buf: Vec<u8>,
+    seen: u64,
+    any: bool,
+}
+
+/// Reads on with the line in `p` up to its newline (or the end of the input): `Some(cut)`
+/// when a line is complete (`cut` if it was longer than `max`, its first `max` bytes in
+/// `p.buf`), `None` at the end. Cancel-safe: the only await is `fill_buf`, and what was
+/// consumed is in `p` before the next one.
 async fn read_line(
     reader: &mut (dyn AsyncBufRead + Send + Unpin),
-    buf: &mut Vec<u8>,
+    p: &mut Partial,
     max: usize,
 ) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut seen: u64 = 0;
-    let mut any = false;
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(any.then_some(seen > max as u64));
+            return Ok(p.any.then_some(p.seen > max as u64));
         }
-        any = true;
+        p.any = true;
         let (part, used, end) = match chunk.iter().position(|b| *b == b'\n') {
             Some(i) => (&chunk[..i], i + 1, true),
             None => (chunk, chunk.len(), false),
         };
-        seen += part.len() as u64;
-        let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&part[..part.len().min(room)]);
+        p.seen += part.len() as u64;
+        let room = max.saturating_sub(p.buf.len());
+        p.buf.extend_from_slice(&part[..part.len().min(room)]);
         reader.consume(used);
         if end {
-            return Ok(Some(seen > max as u64));
+            return Ok(Some(p.seen > max as u64));
         }
-        if seen > MAX_SKIPPED_LINE_BYTES {
+        if p.seen > MAX_SKIPPED_LINE_BYTES {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("a line longer than {MAX_SKIPPED_LINE_BYTES} bytes: this is not a file of task lines"),
@@ -154,28 +168,29 @@ impl TaskSource for JsonLinesSource {
             if self.done {
                 return Ok(None);
             }
-            let mut buf = Vec::new();
             loop {
-                let cut = match read_line(&mut *self.reader, &mut buf, MAX_LINE_BYTES).await {
-                    Ok(Some(cut)) => cut,
-                    Ok(None) => {
-                        self.done = true;
-                        return Ok(None);
-                    }
-                    Err(source) => {
-                        self.done = true;
-                        return Err(SourceError::Read {
-                            name: self.name.clone(),
-                            line: self.line_no + 1,
-                            source,
-                        });
-                    }
-                };
+                let cut =
+                    match read_line(&mut *self.reader, &mut self.partial, MAX_LINE_BYTES).await {
+                        Ok(Some(cut)) => cut,
+                        Ok(None) => {
+                            self.done = true;
+                            return Ok(None);
+                        }
+                        Err(source) => {
+                            self.done = true;
+                            return Err(SourceError::Read {
+                                name: self.name.clone(),
+                                line: self.line_no + 1,
+                                source,
+                            });
+                        }
+                    };
                 self.line_no += 1;
+                let line = std::mem::take(&mut self.partial);
                 let why = if cut {
                     format!("longer than {MAX_LINE_BYTES} bytes")
                 } else {
-                    match parse_line(&buf) {
+                    match parse_line(&line.buf) {
                         Line::Task(task) => return Ok(Some(*task)),
                         Line::Nothing => continue,
                         Line::Bad(why) => why,
@@ -213,6 +228,56 @@ mod tests {
             ids.push(t.task_id);
         }
         (ids, src.skipped)
+    }
+
+    /// A reader that is not ready every other time it is asked.
+    struct Hesitant<R> {
+        inner: R,
+        ready: bool,
+    }
+
+    impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Hesitant<R> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.ready = !self.ready;
+            if self.ready {
+                std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+            } else {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_mid_line_loses_nothing() {
+        use futures_util::FutureExt;
+        let mut text = Vec::new();
+        for i in 0..50 {
+            text.extend_from_slice(&task_line(&format!("t{i}")));
+        }
+        let reader = Hesitant {
+            inner: std::io::Cursor::new(text),
+            ready: false,
+        };
+        let mut src =
+            JsonLinesSource::from_reader("t".into(), Box::new(BufReader::with_capacity(7, reader)));
+        let mut ids = Vec::new();
+        // Each try is dropped when not ready at once, as a lost race drops it.
+        for _ in 0..100_000 {
+            match src.next_task().now_or_never() {
+                Some(Ok(Some(t))) => ids.push(t.task_id),
+                Some(Ok(None)) => break,
+                Some(Err(e)) => panic!("{e}"),
+                None => {}
+            }
+        }
+        let want: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(src.skipped, 0);
     }
 
     #[tokio::test]
