@@ -94,6 +94,9 @@ k create configmap wasm-exec-job-template --from-file=job.yaml=k8s/job.yaml --dr
 existed=false
 k get deployment/wasm-exec-coordinator >/dev/null 2>&1 && existed=true
 step "applying k8s/coordinator.yaml"
+# The ledger's custom resource first: the coordinators record every task as a WasmTask.
+kubectl --context "$CONTEXT" apply -f k8s/crd.yaml
+kubectl --context "$CONTEXT" wait --for condition=established --timeout=60s crd/wasmtasks.wasm-exec.io
 k apply -f k8s/coordinator.yaml
 # A new template or image is only picked up by a new pod.
 $existed && k rollout restart deployment/wasm-exec-coordinator

@@ -64,8 +64,10 @@ pub struct Config {
     pub runner_path: Option<PathBuf>,
     pub fetcher_path: Option<PathBuf>,
     pub work_dir: Option<PathBuf>,
-    /// The ledger's SQLite file; unset = [`default_state`].
+    /// The ledger's SQLite file (local backend); unset = [`default_state`].
     pub state: Option<PathBuf>,
+    /// Seconds a finished, published WasmTask is kept (kubernetes backend).
+    pub task_ttl: u64,
     /// `ADDR:PORT` of the HTTP listener; `off` (or empty) for none.
     pub listen: String,
     /// Take tasks only while holding the Lease `lease_name` (kubernetes backend).
@@ -99,6 +101,7 @@ impl Default for Config {
             fetcher_path: None,
             work_dir: None,
             state: None,
+            task_ttl: 86_400,
             listen: "127.0.0.1:8080".into(),
             leader_election: false,
             lease_name: "wasm-exec-coordinator".into(),
@@ -164,7 +167,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "state",
-        "the ledger (SQLite file) of every accepted task; unset = $XDG_STATE_HOME/wasm-exec/ledger.sqlite (~/.local/state/…)",
+        "the ledger (SQLite file) of every accepted task, local backend; unset = $XDG_STATE_HOME/wasm-exec/ledger.sqlite (~/.local/state/…)",
+    ),
+    (
+        "task_ttl",
+        "seconds a finished, published WasmTask is kept before it is deleted (kubernetes backend)",
     ),
     (
         "listen",
@@ -334,6 +341,9 @@ impl Loaded {
         if !(1..=1024).contains(&c.concurrency) {
             return Err(self.invalid("concurrency", c.concurrency, "must be between 1 and 1024"));
         }
+        if !(1..=365 * 86_400).contains(&c.task_ttl) {
+            return Err(self.invalid("task_ttl", c.task_ttl, "must be 1 to 31536000 seconds"));
+        }
         if !(c.task_timeout.is_finite() && c.task_timeout > 0.0 && c.task_timeout <= 7.0 * 86400.0)
         {
             return Err(self.invalid(
@@ -493,6 +503,10 @@ impl Loaded {
             })
     }
 
+    pub fn task_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.task_ttl)
+    }
+
     pub fn task_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.task_timeout)
     }
@@ -598,6 +612,10 @@ pub struct Overrides {
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<PathBuf>,
+    /// Seconds a finished, published WasmTask is kept (kubernetes backend; default 86400).
+    #[arg(long = "task-ttl", value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ttl: Option<u64>,
     /// Address of /healthz, /readyz, /metrics and the task API (default 127.0.0.1:8080); off = none.
     #[arg(long, value_name = "ADDR:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -42,7 +42,8 @@ pub struct Readiness {
     /// Asked on every probe: its binaries (local) or the API server (kubernetes).
     pub backend: Arc<dyn Backend>,
     /// With leader election: whether this replica holds the Lease. A follower is ready
-    /// (so that rolling updates proceed) but refuses `POST /tasks` with 503.
+    /// (so that rolling updates proceed) and takes tasks too (they go into the shared
+    /// ledger, the WasmTasks; the leader runs them).
     pub leading: Option<Arc<AtomicBool>>,
 }
 
@@ -104,11 +105,14 @@ async fn readyz(State(app): State<App>) -> Response {
     if let Err(why) = app.ready.backend.ready().await {
         problems.extend(why.iter().map(ToString::to_string));
     }
+    if let Err(why) = app.intake.ledger().ready().await {
+        problems.push(why);
+    }
     problems.extend(app.observers.publishing.problems());
     if problems.is_empty() {
         let role = match &app.ready.leading {
             Some(l) if l.load(Ordering::SeqCst) => " (leader)",
-            Some(_) => " (follower: waiting for the Lease; takes no tasks)",
+            Some(_) => " (follower: takes tasks into the ledger; the leader runs them)",
             None => "",
         };
         (StatusCode::OK, format!("ready{role}\n")).into_response()
@@ -144,14 +148,6 @@ async fn submit(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> 
             return error(e.status(), why);
         }
     };
-    if let Some(l) = &app.ready.leading {
-        if !l.load(Ordering::SeqCst) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this replica is not the leader (it does not hold the Lease) and takes no tasks; send the task to the leader, or retry",
-            );
-        }
-    }
     // Deserializing validates (see `Task`): the reason names the field.
     let task: Task = match serde_json::from_slice(&body) {
         Ok(t) => t,

@@ -15,7 +15,7 @@
 //! that hands over ([`Backend::hands_over`]: a Job runs on without the coordinator), stays
 //! running for the next coordinator to adopt. Nothing accepted is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,6 +292,7 @@ pub async fn reconcile(
             biased;
             how = stopped(&mut shutdown) => break Some(how),
             () = intake.woken() => {}
+            () = ledger.changed() => {}
             Some(done) = running.join_next(), if !running.is_empty() => reaped(done),
         }
     };
@@ -573,6 +574,12 @@ async fn run_task(
                 warn!("{e}; this run's report is dropped");
                 return Ended::Recorded;
             }
+            Err(LedgerError::Unknown(_)) => {
+                // Its record was deleted meanwhile (a WasmTask deleted with kubectl).
+                warn!("the task's record was deleted while it ran; its report is dropped");
+                backend.release(&task, None).await;
+                return Ended::Recorded;
+            }
             Err(e) => {
                 error!(
                     "cannot record the report: {e}; trying again in {} s",
@@ -637,6 +644,9 @@ async fn publish(
 ) -> Summary {
     let mut summary = Summary::default();
     let sinks = publisher.sink_names();
+    // The tasks published from the ledger's backlog: one that finished while the backlog
+    // was being read is also on its way through `reports`, and must not go out twice.
+    let mut from_backlog: HashSet<String> = HashSet::new();
     match ledger.unpublished().await {
         Ok(backlog) => {
             let found = publisher.reconcile(&backlog);
@@ -657,6 +667,7 @@ async fn publish(
                 );
             }
             for u in backlog {
+                from_backlog.insert(u.report.task.task_id.clone());
                 let mut already = u.delivered.clone();
                 already.extend(have.remove(&u.report.task.task_id).unwrap_or_default());
                 publisher.publish(u.report, &already);
@@ -682,16 +693,18 @@ async fn publish(
         let Some(report) = received else {
             break;
         };
-        observers.metrics.published(report.status);
-        info!(task_id = %report.task.task_id, status = report.status.as_str(), attempts = report.attempts, "{}", report.describe());
-        summary.add(&report);
-        publisher.publish(report, &[]);
+        let mut batch = vec![report];
         // Whatever else finished meanwhile shares the ledger write.
         while let Ok(report) = reports.try_recv() {
+            batch.push(report);
+        }
+        for report in batch {
             observers.metrics.published(report.status);
             info!(task_id = %report.task.task_id, status = report.status.as_str(), attempts = report.attempts, "{}", report.describe());
             summary.add(&report);
-            publisher.publish(report, &[]);
+            if !from_backlog.remove(&report.task.task_id) {
+                publisher.publish(report, &[]);
+            }
         }
         let delivered = publisher.take_delivered();
         record(&*ledger, delivered, &sinks).await;

@@ -13,6 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use tracing::{error, info};
 
 use crate::backend::kubernetes::job::{self, JobError};
+use crate::backend::kubernetes::ledger::WasmTaskLedger;
 use crate::backend::{Backend, KubernetesBackend, KubernetesError, LocalBackend, LocalError};
 use crate::config::{self, BackendKind, ConfigError};
 use crate::election::{self, ElectionError};
@@ -103,6 +104,8 @@ pub enum StartupError {
         #[source]
         source: Box<LedgerError>,
     },
+    #[error("{why}")]
+    LedgerNotReady { why: String },
     #[error("--print-job: not a valid task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {0}")]
     PrintJobTask(#[source] serde_json::Error),
     #[error("--print-job: cannot write the Job as YAML: {0}")]
@@ -121,7 +124,9 @@ impl StartupError {
     /// failed around a correct one (the Lease, listing Jobs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartupError::Election(_) | StartupError::Adoption { .. } => EXIT_INFRA,
+            StartupError::Election(_)
+            | StartupError::Adoption { .. }
+            | StartupError::LedgerNotReady { .. } => EXIT_INFRA,
             _ => EXIT_CONFIG,
         }
     }
@@ -139,23 +144,35 @@ pub fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, StartupE
 pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     let c = &loaded.config;
     let identity = identity();
-    let state = loaded.state_path();
-    let ledger: Arc<dyn Ledger> =
-        Arc::new(
-            SqliteLedger::open(&state).map_err(|source| StartupError::Ledger {
-                origin: loaded.source_of("state"),
-                source: Box::new(source),
-            })?,
-        );
-    info!("ledger: {}", ledger.describe());
     let mut kube_backend = None;
-    let backend: Arc<dyn Backend> = match loaded.backend {
+    let (backend, ledger): (Arc<dyn Backend>, Arc<dyn Ledger>) = match loaded.backend {
         BackendKind::Kubernetes => {
-            let b = Arc::new(kubernetes_backend(&loaded, &identity).await?);
+            // The API server is the ledger: one WasmTask per task.
+            let mut b = kubernetes_backend(&loaded, &identity).await?;
+            let ledger = Arc::new(WasmTaskLedger::new(
+                b.client().clone(),
+                &c.namespace,
+                loaded.task_ttl(),
+            ));
+            // Without the custom resource nothing can be accepted: say so now, not in a
+            // retry loop.
+            ledger
+                .ready()
+                .await
+                .map_err(|why| StartupError::LedgerNotReady { why })?;
+            b.owners(ledger.clone());
+            let b = Arc::new(b);
             kube_backend = Some(b.clone());
-            b
+            (b, ledger)
         }
         _ => {
+            let state = loaded.state_path();
+            let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&state).map_err(
+                |source| StartupError::Ledger {
+                    origin: loaded.source_of("state"),
+                    source: Box::new(source),
+                },
+            )?);
             let local = local_backend(&loaded)?;
             // Work dirs of tasks that are over (or were never recorded) go; those of
             // tasks the ledger has as running are collected or waited for.
@@ -167,9 +184,10 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
                     source: Box::new(source),
                 })?;
             local.sweep(&running.into_iter().map(|e| e.task_id).collect());
-            Arc::new(local)
+            (Arc::new(local), ledger)
         }
     };
+    info!("ledger: {}", ledger.describe());
     let primary: Box<dyn TaskSource> =
         match &c.tasks {
             Some(path) => Box::new(JsonLinesSource::open(path).await.map_err(|source| {

@@ -128,6 +128,22 @@ impl Setup {
             *published.entry(id).or_default() += 1;
         }
         let twice: Vec<_> = published.iter().filter(|(_, n)| **n > 1).collect();
+        if !twice.is_empty() {
+            let lines: Vec<(usize, String)> = self
+                .results()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r["task_id"].as_str().unwrap_or("").to_owned()))
+                .collect();
+            for (id, _) in &twice {
+                let at: Vec<usize> = lines
+                    .iter()
+                    .filter(|(_, t)| t == *id)
+                    .map(|(i, _)| *i)
+                    .collect();
+                eprintln!("{id} at lines {at:?}");
+            }
+        }
         assert!(twice.is_empty(), "published more than once: {twice:?}");
         let missing: Vec<_> = self
             .ids

@@ -1,7 +1,9 @@
 //! Tests of the fake cluster itself (`support::cluster`), driven through the real `kube`
 //! client: Jobs built from `k8s/job.yaml` run the real `fetcher` and `runner` binaries as
 //! local processes, and the API's protocol (watch, conflicts, leases, events) is checked
-//! the way kube's runtime uses it. Needs `cargo build --workspace` first.
+//! the way kube's runtime uses it; custom resources are served from the WasmTask CRD
+//! (`k8s/crd.yaml`) as the real server would, to kube and to the real `kubectl`. Needs
+//! `cargo build --workspace` first, and `kubectl` on PATH.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -16,10 +18,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::api::core::v1::{ContainerStatus, ObjectReference, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent,
-    WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -44,6 +48,7 @@ fn cluster() -> FakeCluster {
             (RUNNER_IMAGE.into(), dir.join("runner")),
         ],
         pod_backoff: Duration::from_millis(100),
+        ..ClusterOptions::default()
     })
 }
 
@@ -889,4 +894,785 @@ async fn recorder_events_are_stored_and_a_repeat_is_patched_into_a_series() {
             .any(|e| e["apiVersion"] == "v1" && e["involvedObject"]["name"] == "some-job"),
         "{events:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Custom resources: the WasmTask CRD (k8s/crd.yaml) and others
+// ---------------------------------------------------------------------------------------------
+
+fn wasm_task_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk("wasm-exec.io", "v1alpha1", "WasmTask");
+    ApiResource::from_gvk_with_plural(&gvk, "wasmtasks")
+}
+
+fn wasm_tasks(client: &Client) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), NS, &wasm_task_resource())
+}
+
+fn wasm_task(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "wasm-exec.io/v1alpha1", "kind": "WasmTask",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// The stand-in with the WasmTask CRD installed at start.
+fn cluster_with_crd() -> FakeCluster {
+    let dir = support::coordinator_bin().parent().unwrap().to_path_buf();
+    FakeCluster::start(ClusterOptions {
+        images: vec![
+            (FETCHER_IMAGE.into(), dir.join("fetcher")),
+            (RUNNER_IMAGE.into(), dir.join("runner")),
+        ],
+        crds: vec![FakeCluster::wasm_task_crd()],
+        ..ClusterOptions::default()
+    })
+}
+
+/// The `metav1.Status` of a failed call.
+#[track_caller]
+fn api_error<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// (code, reason, message, the causes' fields).
+fn refusal(s: &kube::core::Status) -> (u16, &str, &str, Vec<&str>) {
+    let causes = s
+        .details
+        .as_ref()
+        .map(|d| d.causes.as_slice())
+        .unwrap_or_default();
+    let fields = causes.iter().map(|c| c.field.as_str()).collect();
+    (s.code, s.reason.as_str(), s.message.as_str(), fields)
+}
+
+fn names(list: &[DynamicObject]) -> Vec<String> {
+    list.iter()
+        .map(|o| o.metadata.name.clone().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crd_installed_from_k8s_serves_wasm_tasks_with_lists_pages_and_watches() {
+    let fc = cluster();
+    let (client, _dir) = client(&fc).await;
+    let tasks = wasm_tasks(&client);
+    let before = api_error(tasks.list(&ListParams::default()).await);
+    assert_eq!(
+        (before.code, before.reason.as_str()),
+        (404, "NotFound"),
+        "no CRD yet"
+    );
+
+    fc.install_crd(&support::repo_root().join("k8s/crd.yaml"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get("wasmtasks.wasm-exec.io").await.unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True"),
+        "{conditions:?}"
+    );
+    let list = tasks.list(&ListParams::default()).await.unwrap();
+    assert!(list.items.is_empty());
+    let rv = list.metadata.resource_version.unwrap();
+    let events = tasks
+        .watch(&WatchParams::default().timeout(20), &rv)
+        .await
+        .unwrap();
+
+    let spec = json!({"wasmCid": "QmFib", "inputCid": "QmInput", "entry": "fib"});
+    let created = tasks
+        .create(&PostParams::default(), &wasm_task("fib-12", spec.clone()))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.is_some() && meta.resource_version.is_some() && meta.creation_timestamp.is_some()
+    );
+    assert_eq!(
+        (meta.generation, meta.namespace.as_deref()),
+        (Some(1), Some(NS))
+    );
+    assert_eq!(created.data["spec"], spec);
+    assert_eq!(tasks.get("fib-12").await.unwrap().data["spec"], spec);
+    let again = api_error(
+        tasks
+            .create(&PostParams::default(), &wasm_task("fib-12", spec.clone()))
+            .await,
+    );
+    assert_eq!(
+        refusal(&again),
+        (
+            409,
+            "AlreadyExists",
+            "wasmtasks.wasm-exec.io \"fib-12\" already exists",
+            vec![]
+        )
+    );
+    let mut generated = wasm_task("", spec.clone());
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let generated = tasks
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let generated = generated.metadata.name.unwrap();
+    assert!(
+        generated.starts_with("gen-") && generated.len() == 9,
+        "{generated}"
+    );
+    tasks
+        .patch_status(
+            "fib-12",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+
+    let mut events = std::pin::pin!(events);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.try_next()).await;
+        let (kind, obj) = match event.expect("no watch event").unwrap().unwrap() {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            other => panic!("unexpected {other:?}"),
+        };
+        seen.push((
+            kind,
+            obj.metadata.name.unwrap(),
+            obj.data["status"]["phase"].clone(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("ADDED", "fib-12".to_string(), Value::Null),
+            ("ADDED", generated.clone(), Value::Null),
+            ("MODIFIED", "fib-12".to_string(), json!("Running")),
+        ]
+    );
+
+    // Five more, labelled, read back whole by label and two at a time.
+    let labelled: Vec<String> = (0..5).map(|i| format!("page-{i}")).collect();
+    for name in &labelled {
+        let mut t = wasm_task(name, spec.clone());
+        t.metadata.labels = Some([("set".to_string(), "paged".to_string())].into());
+        tasks.create(&PostParams::default(), &t).await.unwrap();
+    }
+    let by_label = ListParams::default().labels("set=paged");
+    assert_eq!(names(&tasks.list(&by_label).await.unwrap().items), labelled);
+    let (mut pages, mut read, mut token) = (0, Vec::new(), None::<String>);
+    loop {
+        let mut lp = ListParams::default().limit(2);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = tasks.list(&lp).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        read.extend(names(&page.items));
+        if pages == 1 {
+            assert_eq!(
+                page.metadata.remaining_item_count,
+                Some(5),
+                "7 objects in all"
+            );
+        }
+        token = page.metadata.continue_.filter(|c| !c.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut all = vec!["fib-12".to_string(), generated];
+    all.extend(labelled);
+    all.sort();
+    assert_eq!(
+        (pages, read),
+        (4, all),
+        "seven objects, two a page, in name order"
+    );
+
+    let posts = fc
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| {
+            m == "POST" && p.starts_with("/apis/wasm-exec.io/v1alpha1/namespaces/tasks/wasmtasks")
+        })
+        .count();
+    assert_eq!(posts, 8, "every request is logged, refused ones too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wasm_task_schema_refuses_malformed_tasks_with_422_naming_the_field() {
+    let fc = cluster_with_crd();
+    let (client, _dir) = client(&fc).await;
+    let tasks = wasm_tasks(&client);
+    let refused = |spec: Value| {
+        let tasks = tasks.clone();
+        async move {
+            api_error(
+                tasks
+                    .create(&PostParams::default(), &wasm_task("bad", spec))
+                    .await,
+            )
+        }
+    };
+
+    let s = refused(json!({"wasmCid": "x y"})).await;
+    assert_eq!(
+        refusal(&s),
+        (
+            422,
+            "Invalid",
+            r#"WasmTask.wasm-exec.io "bad" is invalid: spec.wasmCid: Invalid value: "x y": spec.wasmCid in body should match '^[A-Za-z0-9]+$'"#,
+            vec!["spec.wasmCid"]
+        )
+    );
+    let s = refused(json!({"entry": "fib"})).await;
+    assert_eq!(
+        refusal(&s),
+        (
+            422,
+            "Invalid",
+            r#"WasmTask.wasm-exec.io "bad" is invalid: spec.wasmCid: Required value"#,
+            vec!["spec.wasmCid"]
+        )
+    );
+    let s = refused(json!({"wasmCid": "QmOk", "entry": "e".repeat(257)})).await;
+    assert_eq!(
+        refusal(&s),
+        (
+            422,
+            "Invalid",
+            r#"WasmTask.wasm-exec.io "bad" is invalid: spec.entry: Too long: may not be more than 256 bytes"#,
+            vec!["spec.entry"]
+        )
+    );
+    let s = refused(json!({"wasmCid": "", "inputCid": 7})).await;
+    assert_eq!(
+        refusal(&s).3,
+        ["spec.inputCid", "spec.wasmCid", "spec.wasmCid"],
+        "each failed check is a cause: {}",
+        s.message
+    );
+    assert!(
+        s.message.contains("is invalid: ["),
+        "several errors are listed: {}",
+        s.message
+    );
+    assert!(fc
+        .custom_objects("wasm-exec.io/v1alpha1", "wasmtasks", NS)
+        .is_empty());
+
+    // Unknown fields are pruned (the default fieldValidation, Warn).
+    let mut t = wasm_task(
+        "ok",
+        json!({"wasmCid": "QmOk", "entry": "fib", "retries": 3}),
+    );
+    t.data["extra"] = json!(true);
+    let created = tasks.create(&PostParams::default(), &t).await.unwrap();
+    assert_eq!(
+        created.data["spec"],
+        json!({"wasmCid": "QmOk", "entry": "fib"})
+    );
+    assert!(created.data.get("extra").is_none(), "{:?}", created.data);
+
+    let s = api_error(
+        tasks
+            .patch_status(
+                "ok",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Done", "attempts": -1}})),
+            )
+            .await,
+    );
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (
+            422,
+            r#"WasmTask.wasm-exec.io "ok" is invalid: [status.attempts: Invalid value: -1: status.attempts in body should be greater than or equal to 0, status.phase: Unsupported value: "Done": supported values: "Queued", "Running", "Succeeded", "Failed"]"#
+        )
+    );
+
+    // The spec is immutable (`self == oldSelf`); metadata is not.
+    let mut changed = tasks.get("ok").await.unwrap();
+    changed.data["spec"]["entry"] = json!("other");
+    let s = api_error(tasks.replace("ok", &PostParams::default(), &changed).await);
+    assert_eq!(
+        refusal(&s),
+        (
+            422,
+            "Invalid",
+            r#"WasmTask.wasm-exec.io "ok" is invalid: spec: Invalid value: "object": a WasmTask's spec cannot change; create another task"#,
+            vec!["spec"]
+        )
+    );
+    let relabelled = tasks
+        .patch(
+            "ok",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(relabelled.metadata.generation, Some(1));
+    assert_eq!(relabelled.data["spec"]["entry"], "fib");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_subresource_owns_status_and_a_stale_resource_version_conflicts() {
+    let fc = cluster_with_crd();
+    let (client, _dir) = client(&fc).await;
+    let tasks = wasm_tasks(&client);
+    let mut t = wasm_task("t", json!({"wasmCid": "QmOk"}));
+    t.data["status"] = json!({"phase": "Succeeded"});
+    let created = tasks.create(&PostParams::default(), &t).await.unwrap();
+    assert!(
+        created.data.get("status").is_none(),
+        "a create sets no status"
+    );
+    let running = tasks
+        .patch_status(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "attempts": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        running.data["status"],
+        json!({"phase": "Running", "attempts": 1})
+    );
+
+    // A write of the object keeps the stored status.
+    let mut main = running.clone();
+    main.data["status"]["phase"] = json!("Failed");
+    main.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
+    let stored = tasks
+        .replace("t", &PostParams::default(), &main)
+        .await
+        .unwrap();
+    assert_eq!(stored.data["status"]["phase"], "Running");
+    assert_eq!(stored.metadata.labels, main.metadata.labels);
+    assert_ne!(
+        stored.metadata.resource_version,
+        running.metadata.resource_version
+    );
+
+    // A write of /status changes the status only.
+    let mut status = stored.clone();
+    status.data["status"] = json!({"phase": "Succeeded", "attempts": 1, "result": "[144]"});
+    status.data["spec"]["wasmCid"] = json!("QmElse");
+    status.metadata.labels = None;
+    let done = tasks
+        .replace_status("t", &PostParams::default(), &status)
+        .await
+        .unwrap();
+    assert_eq!(done.data["status"]["phase"], "Succeeded");
+    assert_eq!(done.data["spec"]["wasmCid"], "QmOk");
+    assert_eq!(done.metadata.labels, main.metadata.labels);
+    assert_eq!(
+        tasks.get_status("t").await.unwrap().data["status"]["result"],
+        "[144]"
+    );
+    assert_eq!(done.metadata.generation, Some(1), "no spec change");
+
+    // Writes naming an older resourceVersion conflict, on both.
+    let stale = "Operation cannot be fulfilled on wasmtasks.wasm-exec.io \"t\": the object has been modified; please apply your changes to the latest version and try again";
+    let s = api_error(tasks.replace("t", &PostParams::default(), &stored).await);
+    assert_eq!(refusal(&s), (409, "Conflict", stale, vec![]));
+    let s = api_error(
+        tasks
+            .replace_status("t", &PostParams::default(), &stored)
+            .await,
+    );
+    assert_eq!(refusal(&s), (409, "Conflict", stale, vec![]));
+    assert_eq!(
+        tasks.get("t").await.unwrap().data["status"]["phase"],
+        "Succeeded"
+    );
+}
+
+/// A CRD unlike WasmTask's: cluster-scoped, two versions, no status subresource.
+#[tokio::test(flavor = "multi_thread")]
+async fn any_crd_is_served_generically_and_deleting_it_deletes_its_objects() {
+    let fc = cluster();
+    let (client, _dir) = client(&fc).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+        "type": "object", "properties": {"size": {"type": "integer", "minimum": 1, "maximum": 10}},
+    }}}});
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": schema},
+                              {"name": "v1beta1", "served": true, "storage": false, "schema": schema}]},
+    });
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).unwrap(),
+    )
+    .await
+    .unwrap();
+    let gvk = |v: &str| GroupVersionKind::gvk("example.com", v, "Widget");
+    let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk("v1"))
+        .await
+        .unwrap();
+    assert_eq!(resource.plural, "widgets");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    let widgets = |v: &str| -> Api<DynamicObject> {
+        Api::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk(v), "widgets"),
+        )
+    };
+    let (v1, beta) = (widgets("v1"), widgets("v1beta1"));
+
+    let widget = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1beta1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": 3},
+    }))
+    .unwrap();
+    let created = beta.create(&PostParams::default(), &widget).await.unwrap();
+    assert_eq!(created.types.unwrap().api_version, "example.com/v1beta1");
+    assert!(created.metadata.namespace.is_none());
+    let got = v1.get("w").await.unwrap();
+    assert_eq!(got.types.unwrap().api_version, "example.com/v1");
+    assert_eq!(got.metadata.uid, created.metadata.uid);
+
+    let resized = v1
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resized.metadata.generation, Some(2));
+    let labelled = v1
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata is no spec change"
+    );
+    // A JSON patch (RFC 6902), sent raw: kube's needs the json-patch crate.
+    let mut req = kube::core::Request::new("/apis/example.com/v1/widgets")
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({})))
+        .unwrap();
+    *req.body_mut() = serde_json::to_vec(&json!([
+        {"op": "test", "path": "/spec/size", "value": 4},
+        {"op": "replace", "path": "/spec/size", "value": 11},
+    ]))
+    .unwrap();
+    req.headers_mut().insert(
+        "content-type",
+        "application/json-patch+json".parse().unwrap(),
+    );
+    let s = api_error(client.request::<Value>(req).await);
+    assert_eq!(
+        refusal(&s),
+        (
+            422,
+            "Invalid",
+            r#"Widget.example.com "w" is invalid: spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10"#,
+            vec!["spec.size"]
+        )
+    );
+
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(fc
+        .custom_objects("example.com/v1", "widgets", "")
+        .is_empty());
+    let s = api_error(v1.get("w").await);
+    assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_request_gets_the_printer_columns() {
+    let fc = cluster_with_crd();
+    let (client, _dir) = client(&fc).await;
+    let tasks = wasm_tasks(&client);
+    tasks
+        .create(
+            &PostParams::default(),
+            &wasm_task("fib-12", json!({"wasmCid": "QmFib"})),
+        )
+        .await
+        .unwrap();
+    tasks
+        .patch_status(
+            "fib-12",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Succeeded", "result": "[144]", "attempts": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let table = |path: &str| {
+        let mut req = kube::core::Request::new(path)
+            .list(&ListParams::default())
+            .unwrap();
+        // What `kubectl get` asks for.
+        req.headers_mut().insert(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+                .parse()
+                .unwrap(),
+        );
+        client.request::<Value>(req)
+    };
+    let t = table("/apis/wasm-exec.io/v1alpha1/namespaces/tasks/wasmtasks")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&t["kind"], &t["apiVersion"]),
+        (&json!("Table"), &json!("meta.k8s.io/v1"))
+    );
+    let columns: Vec<(&str, &str, i64)> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap(),
+                c["priority"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Result", "string", 0),
+            ("Attempts", "integer", 0),
+            ("Age", "date", 0),
+            ("Job", "string", 1),
+            ("Error", "string", 1),
+        ]
+    );
+    let row = &t["rows"][0];
+    assert_eq!(
+        row["cells"].as_array().unwrap()[..4],
+        [
+            json!("fib-12"),
+            json!("Succeeded"),
+            json!("[144]"),
+            json!(1)
+        ]
+    );
+    let age = row["cells"][4].as_str().unwrap();
+    assert!(
+        age.ends_with('s') && age[..age.len() - 1].parse::<u32>().is_ok(),
+        "{age}"
+    );
+    assert_eq!(
+        (&row["cells"][5], &row["cells"][6]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(row["object"]["metadata"]["name"], "fib-12");
+    let t = table("/apis/batch/v1/namespaces/tasks/jobs").await.unwrap();
+    assert_eq!(
+        t["columnDefinitions"][1]["name"], "Age",
+        "built-in resources: Name and Age"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_wasm_task_deletes_the_job_it_owns_and_its_pods() {
+    let fc = cluster_with_crd();
+    let (client, _dir) = client(&fc).await;
+    let tasks = wasm_tasks(&client);
+    let mirror = support::Mirror::new();
+    let owner = tasks
+        .create(
+            &PostParams::default(),
+            &wasm_task("nap", json!({"wasmCid": "QmNap"})),
+        )
+        .await
+        .unwrap();
+    let owned_by = |uid: &str| {
+        let mut job = napping_job(&template(), &mirror, "nap");
+        job.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "wasm-exec.io/v1alpha1".into(),
+            kind: "WasmTask".into(),
+            name: "nap".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        job
+    };
+    let uid = owner.metadata.uid.unwrap();
+    let name = fc.create_job(NS, &owned_by(&uid)).metadata.name.unwrap();
+    fc.wait_until("the runner runs", LONG, |fc| fc.running_processes() == 1);
+
+    tasks.delete("nap", &DeleteParams::default()).await.unwrap();
+    assert!(
+        job_named(&fc, &name).is_none(),
+        "the Job goes with its owner at once"
+    );
+    fc.wait_until(
+        "the pods are gone and no process runs",
+        Duration::from_secs(10),
+        |fc| pods_of(fc, &name).is_empty() && fc.running_processes() == 0,
+    );
+
+    // A Job created for an owner already gone (a race with the delete) is collected.
+    let late = fc.create_job(NS, &owned_by(&uid)).metadata.name.unwrap();
+    fc.wait_until(
+        "the orphan Job is collected",
+        Duration::from_secs(10),
+        |fc| job_named(fc, &late).is_none() && fc.pods(NS).is_empty(),
+    );
+}
+
+/// The real `kubectl`, against the stand-in only (its kubeconfig names 127.0.0.1), with its
+/// caches in `dir`. Fails loudly when kubectl is missing: this test never skips.
+fn kubectl(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl is needed for this test and cannot run: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_applies_a_wasm_task_and_gets_it_with_its_printer_columns() {
+    let fc = cluster_with_crd();
+    let (client, dir) = client(&fc).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    assert!(fc.url().starts_with("http://127.0.0.1:"));
+    let yaml = |name: &str, cid: &str, extra: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        let text = format!(
+            "apiVersion: wasm-exec.io/v1alpha1\nkind: WasmTask\nmetadata:\n  name: {name}\n{extra}spec:\n  wasmCid: {cid}\n  entry: fib\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let kubectl = |args: &[&str]| kubectl(&kubeconfig, dir.path(), args);
+
+    // kubectl's default validation (server-side, fieldValidation=Strict) and none.
+    let (ok, out, err) = kubectl(&["apply", "-f", &yaml("fib-12", "QmFib", "")]);
+    assert!(
+        ok && out.contains("wasmtask.wasm-exec.io/fib-12 created"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = kubectl(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        &yaml("fib-13", "QmFib", ""),
+    ]);
+    assert!(ok && out.contains("fib-13 created"), "{out}{err}");
+    let (ok, out, err) = kubectl(&[
+        "apply",
+        "-f",
+        &yaml("fib-12", "QmFib", "  labels: {tier: a}\n"),
+    ]);
+    assert!(ok && out.contains("fib-12 configured"), "{out}{err}");
+    let (ok, _, err) = kubectl(&["apply", "-f", &yaml("bad", "not a cid", "")]);
+    assert!(
+        !ok && err.contains("spec.wasmCid: Invalid value: \"not a cid\""),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&["apply", "-f", &yaml("fib-12", "QmOther", "")]);
+    assert!(
+        !ok && err.contains("a WasmTask's spec cannot change"),
+        "{err}"
+    );
+
+    let applied = wasm_tasks(&client).get("fib-12").await.unwrap();
+    let labels = applied.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("tier").map(String::as_str), Some("a"));
+    let annotations = applied.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
+        "{annotations:?}"
+    );
+    wasm_tasks(&client)
+        .patch_status(
+            "fib-12",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Succeeded", "result": "[144]", "attempts": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let (ok, out, err) = kubectl(&["get", "wt"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "STATUS", "RESULT", "ATTEMPTS", "AGE"],
+        "{out}"
+    );
+    assert_eq!(
+        lines[1][..4],
+        ["fib-12", "Succeeded", "[144]", "1"],
+        "{out}"
+    );
+    assert_eq!(lines[2][0], "fib-13", "{out}");
+    let (ok, out, err) = kubectl(&["get", "wasmtasks.wasm-exec.io", "fib-12", "-o", "wide"]);
+    assert!(
+        ok && out.lines().next().unwrap_or("").ends_with("JOB   ERROR"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = kubectl(&["delete", "wt", "fib-13"]);
+    assert!(ok && out.contains("\"fib-13\" deleted"), "{out}{err}");
+
+    let served: Vec<String> = fc
+        .requests()
+        .into_iter()
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    for expected in [
+        "GET /apis?",
+        "GET /apis/wasm-exec.io/v1alpha1?",
+        "GET /openapi/v3?",
+    ] {
+        assert!(
+            served.iter().any(|r| r.starts_with(expected)),
+            "{expected}: {served:#?}"
+        );
+    }
 }

@@ -44,6 +44,8 @@ impl Kube {
                 (FETCHER_IMAGE.into(), bin_dir.join("fetcher")),
             ],
             pod_backoff: Duration::from_millis(100),
+            // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
+            crds: vec![FakeCluster::wasm_task_crd()],
         });
         let mut files: Vec<Vec<u8>> = [
             "fib.wasm",
@@ -727,7 +729,7 @@ fn a_job_deleted_by_someone_else_fails_its_task_naming_that() {
 }
 
 #[test]
-fn followers_are_ready_but_refuse_tasks_and_readiness_asks_the_api_server() {
+fn followers_are_ready_and_take_tasks_and_readiness_asks_the_api_server_and_the_crd() {
     let mut k = Kube::start(&[]);
     let nothing = k.tasks("none.jsonl", &[]);
     let service = |k: &Kube| {
@@ -762,11 +764,11 @@ fn followers_are_ready_but_refuse_tasks_and_readiness_asks_the_api_server() {
         Some("QmR7FbyEjeVvsctqBYCX16Snhogs6MYF3fssLF1tTw9dDN"),
         None,
     );
+    // A follower takes the task into the ledger; the leader knows it already.
     let (status, body) = http(fp, "POST", "/tasks", add.as_bytes());
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("not the leader"), "{body}");
-    let (status, body) = http(lp, "POST", "/tasks", add.as_bytes());
     assert_eq!(status, 202, "{body}");
+    let (status, body) = http(lp, "POST", "/tasks", add.as_bytes());
+    assert_eq!(status, 200, "{body}");
     let started = std::time::Instant::now();
     let done = loop {
         let (_, body) = http(lp, "GET", "/tasks/api-add", b"");
@@ -778,6 +780,19 @@ fn followers_are_ready_but_refuse_tasks_and_readiness_asks_the_api_server() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(done["report"]["result"]["result"], json!([5]), "{done}");
+
+    // Without the custom resource, no replica is ready, and each names the fix.
+    let deleted = kubectl(&k, &["delete", "crd", "wasmtasks.wasm-exec.io"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    for port in [lp, fp] {
+        let (status, body) = http(port, "GET", "/readyz", b"");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("kubectl apply -f k8s/crd.yaml"), "{body}");
+    }
 
     // Without its API server, the leader is not ready, and says why.
     k.stop_cluster();
@@ -902,4 +917,317 @@ fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_can_pass_on() {
     a.expect_code(1)
         .expect_stderr_mentions("could not be confirmed", "why it stopped");
     assert!(a.results().is_empty(), "{}", a.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ledger: WasmTask custom resources
+// ---------------------------------------------------------------------------------------------
+
+/// `kubectl` against the stand-in (the real binary: fails loudly when it is missing).
+fn kubectl(k: &Kube, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["--namespace", NS])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl is needed for this test and cannot run: {e}"))
+}
+
+fn wasm_task_yaml(k: &Kube, name: &str, wasm_cid: &str, input_cid: &str, entry: &str) -> PathBuf {
+    let p = k.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: wasm-exec.io/v1alpha1\nkind: WasmTask\nmetadata:\n  name: {name}\nspec:\n  wasmCid: {wasm_cid}\n  inputCid: {input_cid}\n  entry: {entry}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn wasm_task(k: &Kube, name: &str) -> Option<Value> {
+    let out = kubectl(k, &["get", "wasmtask", name, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn sample_cids(id: &str) -> (String, String) {
+    let (_mirror, samples) = support::sample_mirror();
+    let (wasm, input, _) = &samples[id];
+    (wasm.clone(), input.clone())
+}
+
+#[test]
+fn a_wasm_task_applied_with_kubectl_runs_and_kubectl_shows_its_result() {
+    let k = Kube::start(&[]);
+    let (wasm, input) = sample_cids("fib");
+    let file = wasm_task_yaml(&k, "fib-12", &wasm, &input, "fib");
+    let applied = kubectl(&k, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    // A malformed task is refused by the API server's schema, naming the field.
+    let bad = wasm_task_yaml(&k, "bad", "not a cid", &input, "fib");
+    let refused = kubectl(&k, &["apply", "-f", bad.to_str().unwrap()]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("spec.wasmCid"),
+        "{why}"
+    );
+
+    let empty = k.tasks("none.jsonl", &[]);
+    let run = k.coord().arg("--tasks").arg(&empty).run();
+    run.expect_code(0);
+    let r = only_result(&run);
+    assert_eq!(
+        (&r["task_id"], &r["result"]["result"]),
+        (&json!("fib-12"), &json!([144])),
+        "{}",
+        run.describe()
+    );
+    let wt = wasm_task(&k, "fib-12").expect("kept for task_ttl");
+    let status = &wt["status"];
+    assert_eq!(status["phase"], "Succeeded", "{wt}");
+    assert_eq!(status["result"], "[144]", "{wt}");
+    assert_eq!(status["attempts"], 1, "{wt}");
+    assert_eq!(status["report"]["result"]["result"], json!([144]), "{wt}");
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Published" && c["status"] == "True"),
+        "{wt}"
+    );
+    let table = kubectl(&k, &["get", "wt"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    for column in ["STATUS", "RESULT", "ATTEMPTS", "AGE", "Succeeded", "[144]"] {
+        assert!(
+            text.contains(column),
+            "kubectl get wt shows {column}:\n{text}"
+        );
+    }
+    k.expect_clean(&run);
+
+    // Read again (a restarted coordinator, the same task file): done, not run again.
+    let again = k.coord().arg("--tasks").arg(&empty).run();
+    again.expect_code(0);
+    assert!(again.results().is_empty(), "{}", again.describe());
+    assert_eq!(job_creates(&k), 1);
+}
+
+#[test]
+fn a_task_file_read_again_by_a_new_coordinator_finds_its_tasks_done() {
+    let k = Kube::start(&[]);
+    let tasks = sample_tasks(&k);
+    let first = k.coord().arg("--tasks").arg(&tasks).run();
+    first.expect_code(0);
+    assert_eq!(first.results().len(), 3, "{}", first.describe());
+    let second = k.coord().arg("--tasks").arg(&tasks).run();
+    second.expect_code(0);
+    assert!(second.results().is_empty(), "{}", second.describe());
+    second.expect_stderr_mentions("already done", "what became of the tasks read again");
+    assert_eq!(job_creates(&k), 3, "each task ran once");
+}
+
+#[test]
+fn a_follower_takes_tasks_and_the_leader_runs_them_once() {
+    let k = Kube::start(&[]);
+    let empty = k.tasks("none.jsonl", &[]);
+    let mut leader = elected(&k, &empty);
+    leader
+        .env("COORDINATOR_LISTEN", "127.0.0.1:0")
+        .args(["--task-ttl", "3600"]);
+    // Not --once: they serve until stopped.
+    let leader = leader.serving().spawn();
+    k.cluster
+        .wait_until("a leader", Duration::from_secs(30), |_| {
+            lease_holder(&k).is_some()
+        });
+    let mut follower = elected(&k, &empty);
+    follower.env("COORDINATOR_LISTEN", "127.0.0.1:0");
+    let follower = follower.serving().spawn();
+    let port = follower.http_port();
+    let (wasm, input) = sample_cids("add");
+    let body = json!({"task_id": "via-follower", "wasm_cid": wasm, "input_cid": input});
+    let (code, text) = support::http::request(port, "POST", "/tasks", body.to_string().as_bytes());
+    assert_eq!(code, 202, "{text}");
+    k.cluster
+        .wait_until("the task done", Duration::from_secs(60), |_| {
+            wasm_task(&k, &coordinator::job::task_label("via-follower"))
+                .is_some_and(|wt| wt["status"]["phase"] == "Succeeded")
+        });
+    follower.signal(Signal::SIGTERM);
+    leader.signal(Signal::SIGTERM);
+    let (f, l) = (follower.wait(), leader.wait());
+    let published: Vec<Value> = f.results().into_iter().chain(l.results()).collect();
+    assert_eq!(published.len(), 1, "{}\n{}", f.describe(), l.describe());
+    assert_eq!(published[0]["result"]["result"], json!([5]));
+    assert_eq!(job_creates(&k), 1);
+}
+
+#[test]
+fn deleting_a_wasm_task_mid_run_takes_its_job_with_it_and_it_does_not_run_again() {
+    let k = Kube::start(&[]);
+    let (wasm, input) = sample_cids("fib");
+    let tasks = k.tasks("t.jsonl", &[task_line("doomed", &wasm, Some(&input), None)]);
+    k.gateway.hold(true);
+    let spawned = k.coord().arg("--tasks").arg(&tasks).spawn();
+    k.cluster
+        .wait_until("the task's Job", Duration::from_secs(60), |c| {
+            c.jobs(NS).len() == 1
+        });
+    let job = &k.cluster.jobs(NS)[0];
+    let owner = job.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.len(),
+        1,
+        "the Job is owned by its WasmTask: {owner:?}"
+    );
+    assert_eq!(owner[0].kind, "WasmTask");
+    let deleted = kubectl(&k, &["delete", "wasmtask", "doomed"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    k.cluster.wait_until(
+        "the Job gone with its WasmTask",
+        Duration::from_secs(30),
+        |c| c.jobs(NS).is_empty() && c.pods(NS).is_empty(),
+    );
+    k.gateway.hold(false);
+    let run = spawned.wait();
+    assert!(
+        run.results().is_empty(),
+        "a deleted task publishes nothing: {}",
+        run.describe()
+    );
+    assert_eq!(job_creates(&k), 1, "not run again");
+}
+
+#[test]
+fn finished_wasm_tasks_are_deleted_after_task_ttl() {
+    let k = Kube::start(&[]);
+    let tasks = sample_tasks(&k);
+    let mut c = k.coord();
+    c.arg("--tasks").arg(&tasks).args(["--task-ttl", "1"]);
+    let spawned = c.serving().spawn();
+    k.cluster.wait_until(
+        "three WasmTasks done and then pruned",
+        Duration::from_secs(60),
+        |_| {
+            let out = kubectl(&k, &["get", "wasmtasks", "-o", "json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            out.status.success()
+                && list["items"].as_array().is_some_and(Vec::is_empty)
+                && job_creates(&k) == 3
+        },
+    );
+    spawned.signal(Signal::SIGTERM);
+    let run = spawned.wait();
+    assert_eq!(run.results().len(), 3, "{}", run.describe());
+}
+
+/// Leaders killed (`kill -9`) at random moments while a second replica waits: whoever holds
+/// the Lease next resumes from the WasmTasks. Every task ends in the shared results file
+/// exactly once, and each Job ran one pod.
+#[test]
+fn leaders_killed_at_random_moments_publish_every_task_once() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let nap = wasm_of(support::NAP_WAT);
+    let nap_input = br#"{"entry":"nap","args":[300]}"#;
+    let k = Kube::start(&[&nap, nap_input]);
+    let ids: Vec<String> = (0..12).map(|i| format!("k-{i:02}")).collect();
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| task_line(id, &cid(&nap), Some(&cid(nap_input)), None))
+        .collect();
+    let tasks = k.tasks("t.jsonl", &lines);
+    let results = k.dir.path().join("results.jsonl");
+    let replica = || {
+        let mut c = elected(&k, &tasks);
+        c.arg("--results").arg(&results).serving();
+        c.spawn()
+    };
+    let count = || {
+        std::fs::read_to_string(&results)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let mut alive = vec![replica(), replica()];
+    for _ in 0..4 {
+        if count() >= ids.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+        // The leader: the replica whose pid ends the Lease's holderIdentity.
+        let holder = lease_holder(&k).unwrap_or_default();
+        if let Some(i) = alive
+            .iter()
+            .position(|s| holder.ends_with(&format!("-{}", s.child.id())))
+        {
+            let leader = alive.remove(i);
+            leader.signal(Signal::SIGKILL);
+            let _ = leader.wait();
+            alive.push(replica());
+        }
+    }
+    k.cluster
+        .wait_until("every task published", Duration::from_secs(120), |_| {
+            count() >= ids.len()
+        });
+    for s in &alive {
+        s.signal(Signal::SIGTERM);
+    }
+    for s in alive {
+        let _ = s.wait();
+    }
+    let text = std::fs::read_to_string(&results).unwrap();
+    let mut published: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["status"], "ok", "{v}");
+            v["task_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    published.sort();
+    assert_eq!(
+        published, ids,
+        "each task once in the results file:\n{text}"
+    );
+    for id in &ids {
+        assert_eq!(
+            k.cluster.pods_created(NS, &job_name(id)),
+            1,
+            "{id}: one Job, one pod"
+        );
+    }
+}
+
+#[test]
+fn without_the_custom_resource_startup_says_how_to_install_it() {
+    let k = Kube::start(&[]);
+    let deleted = kubectl(&k, &["delete", "crd", "wasmtasks.wasm-exec.io"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let run = k.coord().args(["--scenario", "fib"]).run();
+    run.expect_code(1);
+    run.expect_stderr_mentions("kubectl apply -f k8s/crd.yaml", "the fix");
+    assert_eq!(job_creates(&k), 0, "{}", run.describe());
 }

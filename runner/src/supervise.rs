@@ -97,7 +97,10 @@ fn run_worker(opts: &TaskOptions) -> Result<TaskResult, WorkerFailure> {
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .arg(WORKER_FLAG)
-        .stdin(Stdio::null())
+        // The runner's own stdin (the guest never reads it: task mode gives the guest an
+        // empty one): whoever watches a task through a lock handed over as stdin, as the
+        // coordinator's local pods do, sees the worker too.
+        .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -108,6 +108,16 @@ pub enum LedgerError {
     Transition(#[from] TransitionError),
     #[error("the ledger {0} stopped (its writer thread ended); the coordinator cannot go on")]
     Stopped(PathBuf),
+    #[error("ledger: {doing}: {source}")]
+    Kubernetes {
+        doing: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("ledger: WasmTask {name} does not hold a valid task: {reason}")]
+    InvalidObject { name: String, reason: String },
+    #[error("ledger: {what} kept changing under this coordinator ({tries} conflicting writes)")]
+    Contended { what: String, tries: usize },
 }
 
 /// The durable record of every task, behind one trait (local: SQLite; the trait is what
@@ -159,6 +169,17 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>>;
 
     fn counts(&self) -> BoxFuture<'_, Result<Counts, LedgerError>>;
+
+    /// Resolves when tasks may have been added by someone other than this coordinator's
+    /// sources (a WasmTask created with kubectl); never, where only the sources add.
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    /// For `/readyz`: why the ledger cannot be used now, if it cannot.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Where it is, for logs and errors.
     fn describe(&self) -> String;

@@ -229,6 +229,8 @@ pub struct Coord {
     /// Shared with the `Run`, so they outlive a temporary `Coord`.
     pub cwd: Arc<TempDir>,
     pub work: Arc<TempDir>,
+    /// Adds `--once` when spawned.
+    once: bool,
 }
 
 impl Coord {
@@ -255,6 +257,7 @@ impl Coord {
             timeout: RUN_TIMEOUT,
             cwd: Arc::new(cwd),
             work: Arc::new(work),
+            once: false,
         }
     }
 
@@ -262,7 +265,8 @@ impl Coord {
     pub fn new() -> Self {
         let mut c = Self::bare();
         let work = c.work.path().to_path_buf();
-        c.cmd.arg("--once").arg("--work-dir").arg(work);
+        c.cmd.arg("--work-dir").arg(work);
+        c.once = true;
         c
     }
 
@@ -271,6 +275,12 @@ impl Coord {
         let mut c = Self::new();
         c.cmd.arg("--ipfs-mirror").arg(dir);
         c
+    }
+
+    /// Without `--once`: it serves until stopped.
+    pub fn serving(&mut self) -> &mut Self {
+        self.once = false;
+        self
     }
 
     /// The ledger this coordinator uses (`COORDINATOR_STATE`, in its cwd).
@@ -314,6 +324,9 @@ impl Coord {
 
     /// Starts the coordinator in its own process group, stdout lines streamed to a channel.
     pub fn spawn(&mut self) -> Spawned {
+        if std::mem::take(&mut self.once) {
+            self.cmd.arg("--once");
+        }
         let cmdline = format!("{:?}", self.cmd);
         self.cmd
             .stdin(if self.stdin.is_some() {

@@ -15,15 +15,18 @@
 //! `kubectl describe job` tell the story; failing to record one never fails a task.
 
 pub mod job;
+pub mod ledger;
 pub mod status;
+pub mod wasm_task;
 mod watch;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -33,6 +36,7 @@ use self::job::{
     build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
     DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
 };
+use self::ledger::WasmTaskLedger;
 use self::status::{stage_times, verdict, verdict_from_log, JobEnd, Verdict};
 use self::watch::{JobWatch, JOB_NAME_LABEL};
 use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
@@ -77,6 +81,9 @@ pub struct KubernetesBackend {
     /// Job name → uid of the Jobs this coordinator created or adopted and has not released:
     /// for the events about them, and so that only those are ever deleted.
     uids: Mutex<HashMap<String, String>>,
+    /// The WasmTasks, when they are the ledger: each Job is owned by its task's WasmTask,
+    /// so deleting the task deletes its Job and pods.
+    owners: Option<Arc<WasmTaskLedger>>,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -121,7 +128,13 @@ impl KubernetesBackend {
             recorder,
             watch: OnceLock::new(),
             uids: Mutex::new(HashMap::new()),
+            owners: None,
         }
+    }
+
+    /// Makes every Job owned by its task's WasmTask in `ledger`.
+    pub fn owners(&mut self, ledger: Arc<WasmTaskLedger>) {
+        self.owners = Some(ledger);
     }
 
     pub fn client(&self) -> &Client {
@@ -159,7 +172,28 @@ impl KubernetesBackend {
     }
 
     async fn attempt(&self, task: &Task) -> AttemptOutcome {
-        let job = build_job(&self.template, task, &self.settings);
+        let mut job = build_job(&self.template, task, &self.settings);
+        if let Some(ledger) = &self.owners {
+            let Some((name, uid)) = ledger.owner_of(&task.task_id) else {
+                return AttemptOutcome::failed(
+                    FailureKind::Api,
+                    Stage::Fetch,
+                    format!(
+                        "the task's WasmTask {} is gone (deleted?); the task is not run",
+                        wasm_task::name_of(&task.task_id)
+                    ),
+                    false,
+                );
+            };
+            job.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: format!("{}/{}", wasm_task::GROUP, wasm_task::VERSION),
+                kind: wasm_task::KIND.into(),
+                name,
+                uid,
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]);
+        }
         let name = job.metadata.name.clone().unwrap_or_default();
         if let Err(outcome) = self.create_or_adopt(&job, task).await {
             return *outcome;

@@ -6,8 +6,8 @@
 //! conditions: `SuccessCriteriaMet` or `FailureTarget` first, then `Complete` or `Failed`
 //! once no pod is active. Active pods of a failing Job are killed and end up Failed.
 //!
-//! Also the garbage collector's part for pods: a pod whose controlling Job is gone is
-//! deleted.
+//! Also the garbage collector's part for objects whose owners are all gone (a pod whose Job
+//! was deleted while the pod was being created, a Job whose WasmTask was): they are deleted.
 //!
 //! Simplified: counted pods are remembered in memory (Kubernetes tracks them with a
 //! finalizer and `uncountedTerminatedPods`); `suspend: true` just means no pods (no
@@ -22,7 +22,6 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
 
 use super::store::{ApiError, Res, Selector, Store, CONTROLLER_UID, JOB_NAME};
 use super::Cluster;
@@ -56,29 +55,12 @@ pub(super) async fn run(c: Arc<Cluster>) {
     }
 }
 
-/// The garbage collector's part: a pod whose controlling Job is gone is deleted, as
-/// happens to a pod created by a pass that raced the Job's deletion.
+/// The garbage collector's part: an object all of whose owners are gone is deleted (in
+/// the background, so its own dependents follow), as happens to a pod created by a pass
+/// that raced its Job's deletion, or a Job created for a WasmTask being deleted.
 fn collect_garbage(c: &Cluster) {
-    let orphans: Vec<(String, String)> = c.read(|s| {
-        let jobs = s.list(Res::Jobs, None, &Selector::default());
-        let alive = |uid: &Value| jobs.iter().any(|j| &j["metadata"]["uid"] == uid);
-        let pods = s.list(Res::Pods, None, &Selector::default());
-        pods.iter()
-            .filter(|p| {
-                let owners = p["metadata"]["ownerReferences"].as_array();
-                owners
-                    .into_iter()
-                    .flatten()
-                    .any(|o| o["kind"] == "Job" && o["controller"] == true && !alive(&o["uid"]))
-            })
-            .map(|p| {
-                let name = |k: &str| p["metadata"][k].as_str().unwrap_or_default().to_string();
-                (name("namespace"), name("name"))
-            })
-            .collect()
-    });
-    for (ns, name) in orphans {
-        let _ = c.delete(Res::Pods, &ns, &name, None, None);
+    for (res, ns, name) in c.read(Store::orphans) {
+        let _ = c.delete(res, &ns, &name, Some("Background"), None);
     }
 }
 

@@ -1,21 +1,26 @@
 //! `FakeCluster`: an in-process stand-in for a Kubernetes 1.33 cluster, for tests that drive
-//! the real `kube` client against it.
+//! the real `kube` client, or the real `kubectl`, against it.
 //!
 //! - [`api`]: an API server on 127.0.0.1 speaking the REST and watch protocol for Jobs, Pods
-//!   (and `pods/log`), Leases and both kinds of Events, over the [`store`] (every object as
-//!   JSON, one resourceVersion counter, the full change history for watches).
+//!   (and `pods/log`), Leases, both kinds of Events, CustomResourceDefinitions and the custom
+//!   resources they define (status subresource, Tables with printer columns, paging), over
+//!   the [`store`] (every object as JSON, one resourceVersion counter, the full change
+//!   history for watches); [`discovery`] has the discovery documents kubectl reads first,
+//!   and [`schema`] the OpenAPI v3 pruning and validation of custom resources.
 //! - [`controller`]: the Job controller (pods from the template, podFailurePolicy,
 //!   backoffLimit, activeDeadlineSeconds, the 1.33 conditions) and the garbage collector's
-//!   part for pods whose Job is gone.
+//!   part for objects whose owners are gone. Deleting an object deletes its dependents (by
+//!   `ownerReferences`) at once, cascading, unless the policy is `Orphan`.
 //! - [`kubelet`]: runs each pod's init containers and containers as local processes (the
 //!   images map to local binaries), with emptyDir volumes as temp dirs, termination
 //!   messages, logs and a memory limit enforced like the cgroup OOM killer.
 //!
 //! Not simulated, because the tests of a Job-running service do not need them: nodes and
-//! scheduling, other resources, authentication, admission and validation, graceful deletion
-//! (deletes are immediate and kill with SIGKILL), finalizers, restartPolicy other than
-//! Never, `ttlSecondsAfterFinished`, pagination, and the containers' isolation (user, read-only
-//! root, read-only mounts, CPU limits: processes run as the test's user).
+//! scheduling, namespaces as objects, other built-in resources, authentication, admission,
+//! validation of built-in resources, graceful deletion (deletes are immediate and kill with
+//! SIGKILL), finalizers, restartPolicy other than Never, `ttlSecondsAfterFinished`, and the
+//! containers' isolation (user, read-only root, read-only mounts, CPU limits: processes run
+//! as the test's user). Each module says what it simplifies.
 //!
 //! The cluster runs on its own tokio runtime and thread, so its sync methods work from plain
 //! `#[test]`s and from inside `#[tokio::test]`s alike; the snapshots read the store under a
@@ -24,7 +29,9 @@
 
 mod api;
 mod controller;
+mod discovery;
 mod kubelet;
+mod schema;
 mod store;
 
 use std::collections::HashMap;
@@ -50,6 +57,9 @@ pub struct ClusterOptions {
     /// Delay before a failed pod is replaced (Kubernetes: 10 s, doubling); default 100 ms.
     /// Doubles here too, per failure.
     pub pod_backoff: Duration,
+    /// CustomResourceDefinitions installed at start (e.g. [`FakeCluster::wasm_task_crd`]);
+    /// default none.
+    pub crds: Vec<Value>,
 }
 
 impl Default for ClusterOptions {
@@ -57,6 +67,7 @@ impl Default for ClusterOptions {
         Self {
             images: Vec::new(),
             pod_backoff: Duration::from_millis(100),
+            crds: Vec::new(),
         }
     }
 }
@@ -139,9 +150,11 @@ impl Cluster {
         Ok(created)
     }
 
-    /// Deletes at once. A pod's processes are killed; a Job's pods are deleted after it
-    /// (`Background`; `Foreground` is treated alike) or freed of their owner reference
+    /// Deletes at once, then the dependents, as the garbage collector would: objects whose
+    /// owner references name the deleted one are deleted in turn (`Background`;
+    /// `Foreground` is treated alike), cascading, or freed of that owner reference
     /// (`Orphan`, the server's default for batch/v1 Jobs when the client names no policy).
+    /// A pod's processes are killed; a CRD's custom resources are deleted with it.
     fn delete(
         &self,
         res: Res,
@@ -150,48 +163,58 @@ impl Cluster {
         policy: Option<&str>,
         uid: Option<&str>,
     ) -> Result<Value, ApiError> {
+        let custom = match res {
+            Res::Crds => self.read(|s| s.custom_names(name)),
+            _ => None,
+        };
+        let default = if res == Res::Jobs {
+            "Orphan"
+        } else {
+            "Background"
+        };
+        let orphan = policy.unwrap_or(default) == "Orphan";
         let deleted = self.write(|s| {
             let obj = s.get(res, ns, name)?;
-            if uid.is_some_and(|u| Some(u) != obj["metadata"]["uid"].as_str()) {
+            let obj_uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
+            if uid.is_some_and(|u| u != obj_uid) {
                 let why = format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    uid.unwrap_or(""),
-                    obj["metadata"]["uid"].as_str().unwrap_or("")
+                    "Precondition failed: UID in precondition: {}, UID in object meta: {obj_uid}",
+                    uid.unwrap_or("")
                 );
                 return Err(ApiError::conflict(res, name, &why));
+            }
+            // Orphans are freed under the same lock, so the garbage collector never sees
+            // them owned by nothing.
+            if orphan {
+                for (dep_res, dep_ns, dep_name) in s.dependents(obj_uid, ns) {
+                    s.modify(dep_res, &dep_ns, &dep_name, |o| {
+                        let meta = &mut o["metadata"];
+                        if let Some(refs) = meta["ownerReferences"].as_array_mut() {
+                            refs.retain(|r| r["uid"] != obj_uid);
+                            if refs.is_empty() {
+                                meta.as_object_mut().map(|m| m.remove("ownerReferences"));
+                            }
+                        }
+                    });
+                }
             }
             s.remove(res, ns, name)
         })?;
         let uid = deleted["metadata"]["uid"].as_str().unwrap_or_default();
-        match res {
-            Res::Pods => {
-                self.kubelet.stop(uid, true);
-                let _ = std::fs::remove_dir_all(self.root.join(uid));
+        if res == Res::Pods {
+            self.kubelet.stop(uid, true);
+            let _ = std::fs::remove_dir_all(self.root.join(uid));
+        }
+        if let Some(names) = custom {
+            let objects = Res::Custom(names);
+            for (ns, name) in self.read(|s| s.keys(objects)) {
+                let _ = self.delete(objects, &ns, &name, Some("Background"), None);
             }
-            Res::Jobs => {
-                let pods = self.read(|s| {
-                    s.list(
-                        Res::Pods,
-                        Some(ns),
-                        &Selector::label(store::CONTROLLER_UID, uid),
-                    )
-                });
-                for pod in pods {
-                    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
-                    if policy.unwrap_or("Orphan") == "Orphan" {
-                        self.write(|s| {
-                            s.modify(Res::Pods, ns, pod_name, |p| {
-                                p["metadata"]
-                                    .as_object_mut()
-                                    .map(|m| m.remove("ownerReferences"));
-                            })
-                        });
-                    } else {
-                        let _ = self.delete(Res::Pods, ns, pod_name, None, None);
-                    }
-                }
+        }
+        if !orphan {
+            for (dep_res, dep_ns, dep_name) in self.read(|s| s.dependents(uid, ns)) {
+                let _ = self.delete(dep_res, &dep_ns, &dep_name, Some("Background"), None);
             }
-            _ => {}
         }
         Ok(deleted)
     }
@@ -255,13 +278,45 @@ impl FakeCluster {
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
             .unwrap();
-        FakeCluster {
+        let fc = FakeCluster {
             cluster,
             addr,
             stop: Some(stop),
             thread: Some(thread),
             _root: root,
+        };
+        for crd in opts.crds {
+            fc.create_crd(crd);
         }
+        fc
+    }
+
+    /// Installs a CRD as `kubectl apply -f` would; it is served (Established) at once.
+    fn create_crd(&self, crd: Value) {
+        let name = crd["metadata"]["name"].to_string();
+        self.cluster
+            .create(Res::Crds, "", crd)
+            .unwrap_or_else(|e| panic!("install CRD {name}: {}", e.message));
+    }
+
+    /// Installs the CRD in a YAML file (one document).
+    pub fn install_crd(&self, yaml_path: &Path) {
+        self.create_crd(read_yaml(yaml_path));
+    }
+
+    /// `k8s/crd.yaml`: the WasmTask CRD, as a value for [`ClusterOptions::crds`].
+    pub fn wasm_task_crd() -> Value {
+        read_yaml(&super::repo_root().join("k8s/crd.yaml"))
+    }
+
+    /// The custom resources `{plural}` of `group_version` in `ns`, raw (`[]` when the
+    /// resource is not served).
+    pub fn custom_objects(&self, group_version: &str, plural: &str, ns: &str) -> Vec<Value> {
+        self.cluster
+            .read(|s| match s.resource(group_version, plural) {
+                Some(res) => s.list(res, Some(ns), &Selector::default()),
+                None => Vec::new(),
+            })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -366,6 +421,13 @@ impl FakeCluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn read_yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not one YAML document: {e}", path.display()))
 }
 
 impl Drop for FakeCluster {

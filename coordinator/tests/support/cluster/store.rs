@@ -3,12 +3,24 @@
 //! never answered 410 Gone), server-side-apply ownership of Lease spec keys, container logs
 //! and the request log. Pure data: no IO and no async; callers hold the lock.
 //!
-//! Simplified: no admission, no validation beyond names, no managedFields in metadata,
-//! labelSelector equality terms only (set-based `in`/`notin` answer 400).
+//! CustomResourceDefinitions are stored like any object, and each one makes its resource
+//! served ([`Res::Custom`]): its objects are pruned and validated against the schema
+//! ([`super::schema`]) on every write, their status is the status subresource's when the CRD
+//! declares one, and `metadata.generation` counts changes outside metadata and status.
+//!
+//! Simplified: no admission, no validation beyond names for built-in resources, no
+//! managedFields in metadata, labelSelector equality terms only (set-based `in`/`notin`
+//! answer 400). Custom resources get no conversion: every served version shares the same
+//! objects (stored with the storage version's apiVersion, served with the requested one), and
+//! a PATCH is validated against the storage version's schema. A CRD's group, names, scope
+//! and storage version cannot change once created.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::{json, Map, Value};
+
+use super::schema::{self, FieldError};
 
 /// The resources the stand-in serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,19 +30,114 @@ pub(crate) enum Res {
     Leases,
     CoreEvents,
     Events,
+    /// `apiextensions.k8s.io/v1` CustomResourceDefinitions (cluster-scoped).
+    Crds,
+    /// The objects of one CRD, named by its interned names (see [`intern`]).
+    Custom(&'static CustomNames),
+}
+
+/// What identifies a custom resource, from its CRD.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct CustomNames {
+    /// The CRD's name, `{plural}.{group}`.
+    pub crd: String,
+    pub group: String,
+    /// `{group}/{storage version}`: the apiVersion objects are stored with.
+    pub api_version: String,
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+}
+
+/// The `&'static` copy of `names`, made once per process: [`Res`] stays `Copy` with
+/// `&'static str` names for built-in and custom resources alike. A test process installs a
+/// handful of distinct CRDs, so what is kept is bounded by them, not by the clusters started.
+fn intern(names: CustomNames) -> &'static CustomNames {
+    static INTERNED: Mutex<BTreeSet<&'static CustomNames>> = Mutex::new(BTreeSet::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = interned.get(&names) {
+        return n;
+    }
+    let n: &'static CustomNames = Box::leak(Box::new(names));
+    interned.insert(n);
+    n
+}
+
+/// The names a CRD object declares, or why it cannot be served.
+fn names_of(crd: &Value) -> Result<CustomNames, FieldError> {
+    let spec = &crd["spec"];
+    let text = |v: &Value, field: &str| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .ok_or_else(|| FieldError::new(field, "FieldValueRequired", "Required value"))
+    };
+    let group = text(&spec["group"], "spec.group")?;
+    let plural = text(&spec["names"]["plural"], "spec.names.plural")?;
+    let kind = text(&spec["names"]["kind"], "spec.names.kind")?;
+    let namespaced = match spec["scope"].as_str() {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        other => {
+            let body = format!(
+                "Unsupported value: {}: supported values: \"Cluster\", \"Namespaced\"",
+                json!(other)
+            );
+            return Err(FieldError::new(
+                "spec.scope",
+                "FieldValueNotSupported",
+                body,
+            ));
+        }
+    };
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    let storage: Vec<&str> = versions
+        .iter()
+        .filter(|v| v["storage"] == true)
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let [storage] = storage.as_slice() else {
+        let body = format!(
+            "Invalid value: {}: must have exactly one version marked as storage version",
+            json!(storage)
+        );
+        return Err(FieldError::new("spec.versions", "FieldValueInvalid", body));
+    };
+    let crd_name = format!("{plural}.{group}");
+    if crd["metadata"]["name"].as_str() != Some(crd_name.as_str()) {
+        let body = format!(
+            "Invalid value: {}: must be spec.names.plural+\".\"+spec.group",
+            crd["metadata"]["name"]
+        );
+        return Err(FieldError::new("metadata.name", "FieldValueInvalid", body));
+    }
+    Ok(CustomNames {
+        crd: crd_name,
+        api_version: format!("{group}/{storage}"),
+        group,
+        plural,
+        kind,
+        namespaced,
+    })
 }
 
 impl Res {
-    const ALL: [Res; 5] = [
+    /// The built-in resources.
+    const BUILT_IN: [Res; 6] = [
         Res::Jobs,
         Res::Pods,
         Res::Leases,
         Res::CoreEvents,
         Res::Events,
+        Res::Crds,
     ];
 
-    pub(crate) fn lookup(api_version: &str, plural: &str) -> Option<Res> {
-        Res::ALL
+    pub(crate) fn built_in() -> &'static [Res] {
+        &Res::BUILT_IN
+    }
+
+    fn lookup(api_version: &str, plural: &str) -> Option<Res> {
+        Res::BUILT_IN
             .into_iter()
             .find(|r| r.api_version() == api_version && r.plural() == plural)
     }
@@ -41,6 +148,8 @@ impl Res {
             Res::Pods | Res::CoreEvents => "v1",
             Res::Leases => "coordination.k8s.io/v1",
             Res::Events => "events.k8s.io/v1",
+            Res::Crds => "apiextensions.k8s.io/v1",
+            Res::Custom(n) => &n.api_version,
         }
     }
 
@@ -50,6 +159,8 @@ impl Res {
             Res::Pods => "Pod",
             Res::Leases => "Lease",
             Res::CoreEvents | Res::Events => "Event",
+            Res::Crds => "CustomResourceDefinition",
+            Res::Custom(n) => &n.kind,
         }
     }
 
@@ -59,11 +170,22 @@ impl Res {
             Res::Pods => "pods",
             Res::Leases => "leases",
             Res::CoreEvents | Res::Events => "events",
+            Res::Crds => "customresourcedefinitions",
+            Res::Custom(n) => &n.plural,
         }
     }
 
     pub(crate) fn group(self) -> &'static str {
         self.api_version().rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// Whether objects live in a namespace (the others are stored under namespace "").
+    pub(crate) fn namespaced(self) -> bool {
+        match self {
+            Res::Crds => false,
+            Res::Custom(n) => n.namespaced,
+            _ => true,
+        }
     }
 
     /// As Kubernetes names it in messages: `jobs.batch`, `pods`.
@@ -124,6 +246,27 @@ impl ApiError {
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
+    }
+
+    /// 422 `Invalid`, naming each field, as the server answers a failed validation:
+    /// `WasmTask.wasm-exec.io "x" is invalid: spec.wasmCid: Invalid value: …`.
+    pub(crate) fn invalid(res: Res, name: &str, errors: &[FieldError]) -> Self {
+        let group_kind = match res.group() {
+            "" => res.kind().to_string(),
+            g => format!("{}.{g}", res.kind()),
+        };
+        let messages: Vec<String> = errors.iter().map(FieldError::message).collect();
+        let listed = match messages.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes: Vec<Value> = errors.iter().map(FieldError::cause).collect();
+        Self {
+            code: 422,
+            reason: "Invalid",
+            message: format!("{group_kind} \"{name}\" is invalid: {listed}"),
+            details: json!({"name": name, "group": res.group(), "kind": res.kind(), "causes": causes}),
+        }
     }
 
     pub(crate) fn status(&self) -> Value {
@@ -245,14 +388,162 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// RFC 6902 JSON patch: `add`, `remove`, `replace`, `move`, `copy` and `test`, applied in
+/// order to `target`; the first operation that fails fails the patch and leaves `target`
+/// unspecified (callers patch a copy).
+pub(crate) fn json_patch(target: &mut Value, ops: &Value) -> Result<(), ApiError> {
+    let Some(ops) = ops.as_array() else {
+        return Err(ApiError::bad_request(
+            "a JSON patch must be an array of operations",
+        ));
+    };
+    for op in ops {
+        let path = |key: &str| -> Result<Vec<String>, ApiError> {
+            let p = op[key].as_str().ok_or_else(|| {
+                ApiError::bad_request(format!("JSON patch operation {op} has no {key:?}"))
+            })?;
+            pointer(p)
+        };
+        let failed = |why: &str| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the JSON patch could not be applied: {why} in {op}"),
+            )
+        };
+        let value = || op.get("value").cloned().ok_or_else(|| failed("no value"));
+        match op["op"].as_str().unwrap_or("") {
+            "add" => insert(target, &path("path")?, value()?).map_err(|w| failed(&w))?,
+            "remove" => {
+                take(target, &path("path")?).map_err(|w| failed(&w))?;
+            }
+            "replace" => {
+                let at = path("path")?;
+                take(target, &at).map_err(|w| failed(&w))?;
+                insert(target, &at, value()?).map_err(|w| failed(&w))?;
+            }
+            "move" => {
+                let moved = take(target, &path("from")?).map_err(|w| failed(&w))?;
+                insert(target, &path("path")?, moved).map_err(|w| failed(&w))?;
+            }
+            "copy" => {
+                let from = path("from")?;
+                let copied = find(target, &from)
+                    .cloned()
+                    .ok_or_else(|| failed("no such from"))?;
+                insert(target, &path("path")?, copied).map_err(|w| failed(&w))?;
+            }
+            "test" => {
+                if find(target, &path("path")?) != Some(&value()?) {
+                    return Err(failed("the test failed"));
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown JSON patch operation {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON pointer's reference tokens (`~1` is `/`, `~0` is `~`).
+fn pointer(p: &str) -> Result<Vec<String>, ApiError> {
+    if p.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err(ApiError::bad_request(format!("invalid JSON pointer {p:?}")));
+    };
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+fn find<'a>(v: &'a Value, at: &[String]) -> Option<&'a Value> {
+    at.iter().try_fold(v, |v, t| match v {
+        Value::Object(m) => m.get(t),
+        Value::Array(a) => t.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn insert(v: &mut Value, at: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parent)) = at.split_last() else {
+        *v = value;
+        return Ok(());
+    };
+    let parent = parent
+        .iter()
+        .try_fold(v, |v, t| match v {
+            Value::Object(m) => m.get_mut(t),
+            Value::Array(a) => t.parse::<usize>().ok().and_then(move |i| a.get_mut(i)),
+            _ => None,
+        })
+        .ok_or("no such path")?;
+    match parent {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse::<usize>().map_err(|_| "not an index")?
+            };
+            if i > a.len() {
+                return Err("index out of range".into());
+            }
+            a.insert(i, value);
+            Ok(())
+        }
+        _ => Err("the parent is not an object or array".into()),
+    }
+}
+
+fn take(v: &mut Value, at: &[String]) -> Result<Value, String> {
+    let (last, parent) = at.split_last().ok_or("cannot remove the whole document")?;
+    let parent = parent
+        .iter()
+        .try_fold(v, |v, t| match v {
+            Value::Object(m) => m.get_mut(t),
+            Value::Array(a) => t.parse::<usize>().ok().and_then(move |i| a.get_mut(i)),
+            _ => None,
+        })
+        .ok_or("no such path")?;
+    match parent {
+        Value::Object(m) => m.remove(last).ok_or_else(|| "no such key".into()),
+        Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => Ok(a.remove(i)),
+            _ => Err("no such index".into()),
+        },
+        _ => Err("the parent is not an object or array".into()),
+    }
+}
+
 /// How a PATCH treats the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PatchKind {
     /// `merge-patch+json` and `strategic-merge-patch+json` (both as RFC 7386; the types
     /// served here have no strategic list-merge keys that matter to the tests).
     Merge,
-    /// `apply-patch+yaml` (server-side apply, the body being JSON), creating if missing.
+    /// `json-patch+json` (RFC 6902).
+    Json,
+    /// `apply-patch+yaml` (server-side apply, the body being JSON, merged as a merge patch),
+    /// creating if missing.
     Apply { force: bool },
+}
+
+/// Which part of an object a write is for: the object itself, or its status subresource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The object: where a status subresource exists, the stored status is kept.
+    Main,
+    /// `/status`: only `.status` changes; the rest is kept from the stored object.
+    Status,
 }
 
 /// One stored change, as a watch sends it.
@@ -265,7 +556,8 @@ pub(crate) struct Change {
     pub object: Value,
 }
 
-type Key = (Res, String, String);
+/// (resource, namespace ("" when cluster-scoped), name).
+pub(crate) type Key = (Res, String, String);
 
 #[derive(Debug, Default)]
 pub(crate) struct Store {
@@ -279,6 +571,8 @@ pub(crate) struct Store {
     /// (method, path?query) of every request.
     pub requests: Vec<(String, String)>,
     ids: u64,
+    /// CRD name -> the resource it serves, for the CRDs stored.
+    custom: BTreeMap<String, &'static CustomNames>,
 }
 
 impl Store {
@@ -308,6 +602,104 @@ impl Store {
             .iter()
             .filter(|((r, n, _), o)| *r == res && ns.is_none_or(|ns| ns == n) && sel.matches(o))
             .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// The resource served at `/api[s]/{api_version}/…/{plural}`: a built-in one, or a
+    /// custom one whose CRD serves that version.
+    pub(crate) fn resource(&self, api_version: &str, plural: &str) -> Option<Res> {
+        if let Some(res) = Res::lookup(api_version, plural) {
+            return Some(res);
+        }
+        let (group, version) = api_version.split_once('/')?;
+        let names = self
+            .custom
+            .values()
+            .find(|n| n.group == group && n.plural == plural)?;
+        let res = Res::Custom(names);
+        self.crd_version(res, version).map(|_| res)
+    }
+
+    /// The CRD entry of a served `version` of a custom resource.
+    pub(crate) fn crd_version(&self, res: Res, version: &str) -> Option<Value> {
+        let Res::Custom(names) = res else {
+            return None;
+        };
+        let crd = self
+            .objects
+            .get(&(Res::Crds, String::new(), names.crd.clone()))?;
+        let versions = crd["spec"]["versions"].as_array()?;
+        versions
+            .iter()
+            .find(|v| v["name"] == version && v["served"] == true)
+            .cloned()
+    }
+
+    /// The storage version's CRD entry.
+    fn storage_version(&self, res: Res) -> Option<Value> {
+        let version = res.api_version().rsplit_once('/')?.1;
+        self.crd_version(res, version)
+    }
+
+    /// Whether `res` has a status subresource (Jobs and Pods do; custom resources when the
+    /// CRD says so).
+    pub(crate) fn status_subresource(&self, res: Res) -> bool {
+        match res {
+            Res::Jobs | Res::Pods => true,
+            Res::Custom(_) => self
+                .storage_version(res)
+                .is_some_and(|v| v["subresources"]["status"].is_object()),
+            _ => false,
+        }
+    }
+
+    /// The CRD's `additionalPrinterColumns` for `version` (none for built-in resources).
+    pub(crate) fn printer_columns(&self, res: Res, version: &str) -> Vec<Value> {
+        self.crd_version(res, version)
+            .and_then(|v| v["additionalPrinterColumns"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The custom resource the CRD named `crd` serves.
+    pub(crate) fn custom_names(&self, crd: &str) -> Option<&'static CustomNames> {
+        self.custom.get(crd).copied()
+    }
+
+    /// (namespace, name) of every object of `res`.
+    pub(crate) fn keys(&self, res: Res) -> Vec<(String, String)> {
+        self.objects
+            .keys()
+            .filter(|(r, _, _)| *r == res)
+            .map(|(_, ns, name)| (ns.clone(), name.clone()))
+            .collect()
+    }
+
+    /// Objects with an owner reference to `uid`: in namespace `ns`, or anywhere for an owner
+    /// that is cluster-scoped (`ns` empty).
+    pub(crate) fn dependents(&self, uid: &str, ns: &str) -> Vec<Key> {
+        self.objects
+            .iter()
+            .filter(|((_, n, _), _)| ns.is_empty() || n == ns)
+            .filter(|(_, o)| owner_uids(o).any(|u| u == uid))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Objects all of whose owners are gone: what the garbage collector deletes (an object
+    /// created for an owner being deleted meanwhile).
+    pub(crate) fn orphans(&self) -> Vec<Key> {
+        let uids: HashSet<&str> = self
+            .objects
+            .values()
+            .filter_map(|o| o["metadata"]["uid"].as_str())
+            .collect();
+        self.objects
+            .iter()
+            .filter(|(_, o)| {
+                let mut owners = owner_uids(o).peekable();
+                owners.peek().is_some() && owners.all(|u| !uids.contains(u))
+            })
+            .map(|(k, _)| k.clone())
             .collect()
     }
 
@@ -389,7 +781,7 @@ impl Store {
             return Err(ApiError::bad_request("the body is not a JSON object"));
         }
         let meta = &obj["metadata"];
-        if meta["namespace"].as_str().is_some_and(|n| n != ns) {
+        if res.namespaced() && meta["namespace"].as_str().is_some_and(|n| n != ns) {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
@@ -419,16 +811,77 @@ impl Store {
         let uid = self.new_uid();
         let meta = &mut obj["metadata"];
         meta["name"] = json!(name);
-        meta["namespace"] = json!(ns);
+        if res.namespaced() {
+            meta["namespace"] = json!(ns);
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
         meta["uid"] = json!(uid);
         meta["creationTimestamp"] = json!(now());
         meta["generation"] = json!(1);
+        let mut names = None;
         match res {
             Res::Jobs => default_job(&mut obj, &name, &uid),
             Res::Pods => default_pod(&mut obj),
+            Res::Crds => {
+                let n = names_of(&obj).map_err(|e| ApiError::invalid(res, &name, &[e]))?;
+                obj["status"] = crd_status(&obj, &n);
+                names = Some(intern(n));
+            }
+            Res::Custom(_) => {
+                // Status is the subresource's to write, even on create.
+                if self.status_subresource(res) {
+                    obj.as_object_mut().map(|o| o.remove("status"));
+                }
+                self.admit(res, None, &mut obj)?;
+            }
             _ => {}
         }
-        Ok(self.commit(res, ns, obj, "ADDED"))
+        let created = self.commit(res, ns, obj, "ADDED");
+        if let Some(n) = names {
+            self.custom.insert(n.crd.clone(), n);
+        }
+        Ok(created)
+    }
+
+    /// The schema of a custom resource object: the one of the version the object names, or
+    /// the storage version's.
+    fn schema_of(&self, res: Res, obj: &Value) -> Option<Value> {
+        let Res::Custom(names) = res else {
+            return None;
+        };
+        let named = obj["apiVersion"]
+            .as_str()
+            .and_then(|v| v.strip_prefix(&format!("{}/", names.group)))
+            .and_then(|v| self.crd_version(res, v));
+        let version = named.or_else(|| self.storage_version(res))?;
+        let schema = &version["schema"]["openAPIV3Schema"];
+        schema.is_object().then(|| schema.clone())
+    }
+
+    /// The paths of the fields in `obj` (a body or a merge patch) that its schema does not
+    /// declare: what a write would prune.
+    pub(crate) fn unknown_fields(&self, res: Res, obj: &Value) -> Vec<String> {
+        match self.schema_of(res, obj) {
+            Some(schema) => schema::prune(&schema, &mut obj.clone()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Prunes a custom resource to its schema and validates it (`old`: the stored object,
+    /// on an update).
+    fn admit(&self, res: Res, old: Option<&Value>, obj: &mut Value) -> Result<(), ApiError> {
+        let Some(schema) = self.schema_of(res, obj) else {
+            return Ok(());
+        };
+        let schema = &schema;
+        schema::prune(schema, obj);
+        let errors = schema::validate(schema, obj, old);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        Err(ApiError::invalid(res, name, &errors))
     }
 
     pub(crate) fn replace(
@@ -437,6 +890,7 @@ impl Store {
         ns: &str,
         name: &str,
         obj: Value,
+        part: Part,
     ) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
         if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
@@ -444,9 +898,10 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        self.update(res, ns, name, old, obj)
+        self.update(res, ns, name, old, obj, part)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &mut self,
         res: Res,
@@ -455,22 +910,26 @@ impl Store {
         kind: PatchKind,
         body: &Value,
         manager: &str,
+        part: Part,
     ) -> Result<Value, ApiError> {
-        let old = match (self.get(res, ns, name), kind) {
-            (Ok(old), _) => old,
-            (Err(_), PatchKind::Apply { .. }) => {
+        let old = match (self.get(res, ns, name), kind, part) {
+            (Ok(old), _, _) => old,
+            (Err(_), PatchKind::Apply { .. }, Part::Main) => {
                 let mut obj = body.clone();
                 obj["metadata"]["name"] = json!(name);
                 let created = self.create(res, ns, obj)?;
                 self.own_lease_keys(res, ns, name, kind, body, &Value::Null, manager)?;
                 return Ok(created);
             }
-            (Err(e), PatchKind::Merge) => return Err(e),
+            (Err(e), _, _) => return Err(e),
         };
         self.own_lease_keys(res, ns, name, kind, body, &old["spec"], manager)?;
         let mut new = old.clone();
-        merge_patch(&mut new, body);
-        self.update(res, ns, name, old, new)
+        match kind {
+            PatchKind::Json => json_patch(&mut new, body)?,
+            PatchKind::Merge | PatchKind::Apply { .. } => merge_patch(&mut new, body),
+        }
+        self.update(res, ns, name, old, new, part)
     }
 
     /// Leases only, per spec key: a merge patch makes `manager` the sole owner of each key it
@@ -537,9 +996,11 @@ impl Store {
     }
 
     /// Stores `new` over `old` (replace and patch): identity metadata is kept, a stale
-    /// `resourceVersion` in the body is a conflict, Jobs and Pods keep their status (the
-    /// status subresource owns it), a spec change bumps the generation, and a no-op
-    /// update stores nothing (no new resourceVersion, no event), as Kubernetes does.
+    /// `resourceVersion` in the body is a conflict, and a no-op update stores nothing (no new
+    /// resourceVersion, no event), as Kubernetes does. Where a status subresource exists, a
+    /// write of the object keeps the stored status and a write of `/status` keeps all but the
+    /// status. Custom resources are pruned and validated; their generation counts changes
+    /// outside metadata (and status, with the subresource), the others' spec changes.
     fn update(
         &mut self,
         res: Res,
@@ -547,6 +1008,7 @@ impl Store {
         name: &str,
         old: Value,
         mut new: Value,
+        part: Part,
     ) -> Result<Value, ApiError> {
         let sent_rv = new["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !sent_rv.is_empty() && Some(sent_rv) != old["metadata"]["resourceVersion"].as_str() {
@@ -556,20 +1018,55 @@ impl Store {
                 "the object has been modified; please apply your changes to the latest version and try again",
             ));
         }
-        for key in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-        ] {
-            new["metadata"][key] = old["metadata"][key].clone();
+        let status_subresource = self.status_subresource(res);
+        match part {
+            Part::Status => {
+                let status = new.get("status").cloned();
+                new = old.clone();
+                set_or_remove(&mut new, "status", status);
+            }
+            Part::Main => {
+                for key in [
+                    "name",
+                    "namespace",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "resourceVersion",
+                ] {
+                    set_or_remove(&mut new["metadata"], key, old["metadata"].get(key).cloned());
+                }
+                if status_subresource {
+                    set_or_remove(&mut new, "status", old.get("status").cloned());
+                }
+            }
         }
-        if matches!(res, Res::Jobs | Res::Pods) {
-            new["status"] = old["status"].clone();
+        if res == Res::Crds && names_of(&new).ok().map(intern) != self.custom_names(name) {
+            let why = FieldError::new(
+                "spec",
+                "FieldValueForbidden",
+                "Forbidden: the fake cluster cannot change a CRD's group, names, scope or storage version",
+            );
+            return Err(ApiError::invalid(res, name, &[why]));
         }
-        if new["spec"] != old["spec"] {
+        self.admit(res, Some(&old), &mut new)?;
+        let changed = match res {
+            Res::Custom(_) => {
+                let without = |o: &Value| {
+                    let mut o = o.clone();
+                    if let Some(m) = o.as_object_mut() {
+                        m.remove("metadata");
+                        if status_subresource {
+                            m.remove("status");
+                        }
+                    }
+                    o
+                };
+                without(&new) != without(&old)
+            }
+            _ => new["spec"] != old["spec"],
+        };
+        if changed {
             new["metadata"]["generation"] =
                 json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
         }
@@ -598,8 +1095,45 @@ impl Store {
 
     pub(crate) fn remove(&mut self, res: Res, ns: &str, name: &str) -> Result<Value, ApiError> {
         let obj = self.get(res, ns, name)?;
+        if res == Res::Crds {
+            self.custom.remove(name);
+        }
         Ok(self.commit(res, ns, obj, "DELETED"))
     }
+}
+
+/// The uids an object's `ownerReferences` name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    let refs = obj["metadata"]["ownerReferences"].as_array();
+    refs.into_iter().flatten().filter_map(|r| r["uid"].as_str())
+}
+
+/// Sets `obj[key]` to `value`, or removes the key for `None` (no `"key": null` left behind).
+fn set_or_remove(obj: &mut Value, key: &str, value: Option<Value>) {
+    match (value, obj.as_object_mut()) {
+        (Some(v), _) => obj[key] = v,
+        (None, Some(m)) => {
+            m.remove(key);
+        }
+        (None, None) => {}
+    }
+}
+
+/// What the API server reports of a CRD it accepted: names accepted, established at once.
+fn crd_status(crd: &Value, names: &CustomNames) -> Value {
+    let now = now();
+    let condition = |type_: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": "True", "lastTransitionTime": now,
+               "reason": reason, "message": message})
+    };
+    json!({
+        "conditions": [
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": crd["spec"]["names"],
+        "storedVersions": [names.api_version.rsplit_once('/').map_or("", |(_, v)| v)],
+    })
 }
 
 /// Now, to the second, as `metav1.Time` is written.
