@@ -276,7 +276,9 @@ pub async fn reconcile(
         {
             match ledger.counts().await {
                 Ok(c) if c.queued == 0 && c.running == 0 => break None,
-                Ok(_) => continue,
+                // Queued, but not yet where `start` takes from (the WasmTask index hears of
+                // a new one through its watch): wait for the wake-up below.
+                Ok(_) => {}
                 Err(e) => {
                     error!("{e}");
                     tokio::time::sleep(LEDGER_RETRY).await;

@@ -339,7 +339,14 @@ async fn watch_index(
                 }
             }
             watcher::Event::InitDone => {
-                idx.tasks = std::mem::take(&mut buffer);
+                // What this coordinator wrote itself while the list was being read may be
+                // missing from it: keep it (an object deleted meanwhile is dropped when a
+                // write to it finds it gone).
+                let listed = std::mem::take(&mut buffer);
+                let mut merged = std::mem::take(&mut idx.tasks);
+                merged.retain(|name, _| !listed.contains_key(name));
+                merged.extend(listed);
+                idx.tasks = merged;
                 let _ = synced.send(true);
                 changed.notify_one();
             }
@@ -611,22 +618,38 @@ impl Ledger for WasmTaskLedger {
         })
     }
 
+    /// Read from the API server (paged), not from the index: `--once` ends on it, and
+    /// the index may not have seen a task this coordinator created a moment ago.
     fn counts(&self) -> BoxFuture<'_, Result<Counts, LedgerError>> {
         Box::pin(async move {
-            self.synced().await;
-            let idx = self.lock_index();
             let mut c = Counts::default();
-            for e in idx.tasks.values().filter_map(|wt| entry_of(wt).ok()) {
-                match e.state {
-                    Phase::Queued => c.queued += 1,
-                    Phase::Running => c.running += 1,
-                    Phase::Done => {
-                        c.done += 1;
-                        c.unpublished += u64::from(!e.published);
+            let mut token: Option<String> = None;
+            loop {
+                let mut lp = ListParams::default().limit(PAGE);
+                if let Some(t) = &token {
+                    lp = lp.continue_token(t);
+                }
+                let page = self.api.list(&lp).await.map_err(|e| {
+                    api_error(
+                        format!("counting WasmTasks in namespace {}", self.namespace),
+                        e,
+                    )
+                })?;
+                for e in page.items.iter().filter_map(|wt| entry_of(wt).ok()) {
+                    match e.state {
+                        Phase::Queued => c.queued += 1,
+                        Phase::Running => c.running += 1,
+                        Phase::Done => {
+                            c.done += 1;
+                            c.unpublished += u64::from(!e.published);
+                        }
                     }
                 }
+                token = page.metadata.continue_.filter(|t| !t.is_empty());
+                if token.is_none() {
+                    return Ok(c);
+                }
             }
-            Ok(c)
         })
     }
 
