@@ -1061,6 +1061,17 @@ fn a_follower_takes_tasks_and_the_leader_runs_them_once() {
             wasm_task(&k, &coordinator::job::task_label("via-follower"))
                 .is_some_and(|wt| wt["status"]["phase"] == "Succeeded")
         });
+    // Any replica lists the tasks from the WasmTasks, paging by position.
+    let (code, text) = support::http::request(port, "GET", "/tasks?status=ok&limit=10", b"");
+    assert_eq!(code, 200, "{text}");
+    let page: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(page.len(), 1, "{text}");
+    assert_eq!(
+        (&page[0]["task_id"], &page[0]["seq"]),
+        (&json!("via-follower"), &json!(1))
+    );
+    let (_, text) = support::http::request(port, "GET", "/tasks?status=ok&after=1", b"");
+    assert_eq!(text.trim(), "[]");
     follower.signal(Signal::SIGTERM);
     leader.signal(Signal::SIGTERM);
     let (f, l) = (follower.wait(), leader.wait());

@@ -10,6 +10,7 @@
 //! they finished (a paged list every minute or so).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -269,6 +270,37 @@ impl WasmTaskLedger {
             }
         }
         Ok(done)
+    }
+
+    /// Visits every WasmTask of the namespace, a page at a time (memory: one page), until
+    /// `visit` breaks.
+    async fn scan(
+        &self,
+        doing: &str,
+        mut visit: impl FnMut(&WasmTask) -> ControlFlow<()>,
+    ) -> Result<(), LedgerError> {
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(PAGE);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let page = self.api.list(&lp).await.map_err(|e| {
+                api_error(
+                    format!("{doing} WasmTasks in namespace {}", self.namespace),
+                    e,
+                )
+            })?;
+            for wt in &page.items {
+                if visit(wt).is_break() {
+                    return Ok(());
+                }
+            }
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(());
+            }
+        }
     }
 
     async fn fetch(&self, name: &str) -> Result<Option<WasmTask>, LedgerError> {
@@ -575,46 +607,34 @@ impl Ledger for WasmTaskLedger {
             let mut out = Vec::new();
             let mut position = 0u64;
             let mut bytes = 0usize;
-            let mut token: Option<String> = None;
-            loop {
-                let mut lp = ListParams::default().limit(PAGE);
-                if let Some(t) = &token {
-                    lp = lp.continue_token(t);
+            self.scan("listing", |wt| {
+                let Ok(mut e) = entry_of(wt) else {
+                    return ControlFlow::Continue(());
+                };
+                let wanted = match filter {
+                    None => true,
+                    Some(Filter::Queued) => e.state == Phase::Queued,
+                    Some(Filter::Running) => e.state == Phase::Running,
+                    Some(Filter::Status(s)) => e.state == Phase::Done && e.status == Some(s),
+                };
+                if !wanted {
+                    return ControlFlow::Continue(());
                 }
-                let page = self.api.list(&lp).await.map_err(|e| {
-                    api_error(
-                        format!("listing WasmTasks in namespace {}", self.namespace),
-                        e,
-                    )
-                })?;
-                for wt in &page.items {
-                    let Ok(mut e) = entry_of(wt) else { continue };
-                    let wanted = match filter {
-                        None => true,
-                        Some(Filter::Queued) => e.state == Phase::Queued,
-                        Some(Filter::Running) => e.state == Phase::Running,
-                        Some(Filter::Status(s)) => e.state == Phase::Done && e.status == Some(s),
-                    };
-                    if !wanted {
-                        continue;
-                    }
-                    position += 1;
-                    if position <= after {
-                        continue;
-                    }
-                    let size = serde_json::to_vec(&e.report).map_or(0, |v| v.len());
-                    if out.len() >= limit || (!out.is_empty() && bytes + size > max_bytes) {
-                        return Ok(out);
-                    }
-                    bytes += size;
-                    e.seq = position;
-                    out.push(e);
+                position += 1;
+                if position <= after {
+                    return ControlFlow::Continue(());
                 }
-                token = page.metadata.continue_.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    return Ok(out);
+                let size = serde_json::to_vec(&e.report).map_or(0, |v| v.len());
+                if out.len() >= limit || (!out.is_empty() && bytes + size > max_bytes) {
+                    return ControlFlow::Break(());
                 }
-            }
+                bytes += size;
+                e.seq = position;
+                out.push(e);
+                ControlFlow::Continue(())
+            })
+            .await?;
+            Ok(out)
         })
     }
 
@@ -623,19 +643,8 @@ impl Ledger for WasmTaskLedger {
     fn counts(&self) -> BoxFuture<'_, Result<Counts, LedgerError>> {
         Box::pin(async move {
             let mut c = Counts::default();
-            let mut token: Option<String> = None;
-            loop {
-                let mut lp = ListParams::default().limit(PAGE);
-                if let Some(t) = &token {
-                    lp = lp.continue_token(t);
-                }
-                let page = self.api.list(&lp).await.map_err(|e| {
-                    api_error(
-                        format!("counting WasmTasks in namespace {}", self.namespace),
-                        e,
-                    )
-                })?;
-                for e in page.items.iter().filter_map(|wt| entry_of(wt).ok()) {
+            self.scan("counting", |wt| {
+                if let Ok(e) = entry_of(wt) {
                     match e.state {
                         Phase::Queued => c.queued += 1,
                         Phase::Running => c.running += 1,
@@ -645,11 +654,10 @@ impl Ledger for WasmTaskLedger {
                         }
                     }
                 }
-                token = page.metadata.continue_.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    return Ok(c);
-                }
-            }
+                ControlFlow::Continue(())
+            })
+            .await?;
+            Ok(c)
         })
     }
 
