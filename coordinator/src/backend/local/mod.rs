@@ -98,7 +98,7 @@ impl LocalBackend {
     }
 
     /// One attempt: collects or waits for a run a previous coordinator left, else starts
-    /// a fresh pod.
+    /// a fresh pod (in a fresh work dir: [`prepare`] removes what a dead run left).
     async fn attempt(&self, task: &Task) -> AttemptOutcome {
         let dir = PodDir::of(&self.work_dir, &task.task_id);
         let mut waited = false;
@@ -117,9 +117,11 @@ impl LocalBackend {
                         return collect(&dir, &status, self.task_timeout);
                     }
                     warn!("a previous run of this task ended without finishing (it was stopped); running it again");
-                    remove(&dir);
+                    break;
                 }
-                Ok(Probe::NoLock) | Err(_) => remove(&dir),
+                // Never started, or not probeable: what is there goes in `prepare`, which
+                // says so if it cannot remove it.
+                Ok(Probe::NoLock) | Err(_) => break,
             }
         }
         self.start_pod(task, &dir).await
