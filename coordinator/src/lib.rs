@@ -25,6 +25,3 @@ pub mod sink;
 pub mod source;
 pub mod startup;
 pub mod task;
-
-/// The Job builder's old path, kept for the tests that use it.
-pub use backend::kubernetes::job;

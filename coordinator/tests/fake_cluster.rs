@@ -11,7 +11,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use coordinator::job::{build_job, parse_template, JobSettings};
+use coordinator::backend::kubernetes::job::{build_job, parse_template, JobSettings};
 use coordinator::task::Task;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;

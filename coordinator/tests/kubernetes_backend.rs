@@ -166,7 +166,7 @@ impl Kube {
 }
 
 fn job_name(task_id: &str) -> String {
-    coordinator::job::job_name(task_id)
+    coordinator::backend::kubernetes::job::job_name(task_id)
 }
 
 /// Adds a variable to the container's env.
@@ -360,7 +360,7 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
     let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
     let input = cid(&std::fs::read(samples().join("fib-input.json")).unwrap());
     // A Job of our name for another task, as another tool might have made it.
-    let mut foreign = coordinator::job::build_job(
+    let mut foreign = coordinator::backend::kubernetes::job::build_job(
         &template(),
         &coordinator::task::Task {
             task_id: "someone-else".into(),
@@ -375,7 +375,7 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
     foreign.metadata.labels = None;
     k.cluster.create_job(NS, &foreign);
     // `t1-1f93603db5` was the name part of `T1` once; the second is `T1`'s today.
-    let t1_name = coordinator::job::task_label("T1");
+    let t1_name = coordinator::backend::kubernetes::job::task_label("T1");
     let ours = ["a_b", "a.b", "T1", "t1-1f93603db5", &t1_name];
     let mut lines: Vec<String> = ours
         .iter()
@@ -515,15 +515,15 @@ fn a_restarted_coordinator_adopts_the_running_job_and_publishes_its_result_once(
 }
 
 fn template() -> k8s_openapi::api::batch::v1::Job {
-    coordinator::job::parse_template(
+    coordinator::backend::kubernetes::job::parse_template(
         "k8s/job.yaml",
         &std::fs::read_to_string(job_template()).unwrap(),
     )
     .unwrap()
 }
 
-fn settings(k: &Kube) -> coordinator::job::JobSettings {
-    coordinator::job::JobSettings {
+fn settings(k: &Kube) -> coordinator::backend::kubernetes::job::JobSettings {
+    coordinator::backend::kubernetes::job::JobSettings {
         namespace: NS.into(),
         executor_image: EXECUTOR_IMAGE.into(),
         fetcher_image: FETCHER_IMAGE.into(),
@@ -1058,8 +1058,11 @@ fn a_follower_takes_tasks_and_the_leader_runs_them_once() {
     assert_eq!(code, 202, "{text}");
     k.cluster
         .wait_until("the task done", Duration::from_secs(60), |_| {
-            wasm_task(&k, &coordinator::job::task_label("via-follower"))
-                .is_some_and(|wt| wt["status"]["phase"] == "Succeeded")
+            wasm_task(
+                &k,
+                &coordinator::backend::kubernetes::job::task_label("via-follower"),
+            )
+            .is_some_and(|wt| wt["status"]["phase"] == "Succeeded")
         });
     // Any replica lists the tasks from the WasmTasks, paging by position.
     let (code, text) = support::http::request(port, "GET", "/tasks?status=ok&limit=10", b"");

@@ -146,7 +146,7 @@ impl WasmTaskLedger {
 
     /// The task's WasmTask as the index has it (the uid for a Job's ownerReference).
     pub fn owner_of(&self, task_id: &str) -> Option<(String, String)> {
-        let index = self.index.lock().ok()?;
+        let index = self.lock_index();
         let name = index.name_for(task_id);
         let wt = index.tasks.get(&name)?;
         Some((name, wt.metadata.uid.clone()?))
@@ -173,13 +173,12 @@ impl WasmTaskLedger {
         let Some(name) = wt.metadata.name.clone() else {
             return;
         };
-        if let Ok(mut index) = self.index.lock() {
-            if keep(&wt) {
-                index.tasks.insert(name, wt);
-            } else {
-                index.tasks.remove(&name);
-                index.gone.insert(name, rv(&wt));
-            }
+        let mut index = self.lock_index();
+        if keep(&wt) {
+            index.tasks.insert(name, wt);
+        } else {
+            index.tasks.remove(&name);
+            index.gone.insert(name, rv(&wt));
         }
     }
 
@@ -192,16 +191,13 @@ impl WasmTaskLedger {
     }
 
     fn indexed(&self, name: &str) -> Option<WasmTask> {
-        self.index.lock().ok()?.tasks.get(name).cloned()
+        self.lock_index().tasks.get(name).cloned()
     }
 
     /// Applies `write` to the task's WasmTask and writes its status, conditional on the
     /// resourceVersion read; on a conflict, reads it again and tries again.
     async fn transition(&self, task_id: &str, write: Write) -> Result<Entry, LedgerError> {
-        let name = match self.index.lock() {
-            Ok(index) => index.name_for(task_id),
-            Err(_) => name_of(task_id),
-        };
+        let name = self.lock_index().name_for(task_id);
         let unknown = || LedgerError::Unknown(task_id.to_owned());
         let mut current = match self.indexed(&name) {
             Some(wt) => wt,
@@ -239,9 +235,7 @@ impl WasmTaskLedger {
                     current = self.fetch(&name).await?.ok_or_else(unknown)?;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
-                    if let Ok(mut index) = self.index.lock() {
-                        index.tasks.remove(&name);
-                    }
+                    self.lock_index().tasks.remove(&name);
                     return Err(unknown());
                 }
                 Err(e) => {
@@ -362,7 +356,9 @@ async fn watch_index(
                 continue;
             }
         };
-        let Ok(mut idx) = index.lock() else { return };
+        let mut idx = index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
             watcher::Event::Init => buffer.clear(),
             watcher::Event::InitApply(wt) => {
@@ -482,23 +478,21 @@ impl Ledger for WasmTaskLedger {
     fn start(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
         Box::pin(async move {
             self.synced().await;
-            let mut queued: Vec<(i64, String, String)> = match self.index.lock() {
-                Ok(idx) => idx
-                    .tasks
-                    .values()
-                    .filter_map(|wt| {
-                        let e = entry_of(wt).ok()?;
-                        (e.state == Phase::Queued).then(|| {
-                            (
-                                e.accepted_at,
-                                wt.metadata.name.clone().unwrap_or_default(),
-                                e.task_id,
-                            )
-                        })
+            let mut queued: Vec<(i64, String, String)> = self
+                .lock_index()
+                .tasks
+                .values()
+                .filter_map(|wt| {
+                    let e = entry_of(wt).ok()?;
+                    (e.state == Phase::Queued).then(|| {
+                        (
+                            e.accepted_at,
+                            wt.metadata.name.clone().unwrap_or_default(),
+                            e.task_id,
+                        )
                     })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+                })
+                .collect();
             queued.sort();
             let ids = queued.into_iter().take(limit).map(|(_, _, id)| id);
             self.each(ids.collect(), Transition::Start).await
@@ -583,10 +577,7 @@ impl Ledger for WasmTaskLedger {
 
     fn get(&self, task_id: String) -> BoxFuture<'_, Result<Option<Entry>, LedgerError>> {
         Box::pin(async move {
-            let name = match self.index.lock() {
-                Ok(index) => index.name_for(&task_id),
-                Err(_) => name_of(&task_id),
-            };
+            let name = self.lock_index().name_for(&task_id);
             match self.fetch(&name).await? {
                 Some(wt) => Ok(Some(entry_of(&wt).map_err(|e| invalid(&wt, e))?)),
                 None => Ok(None),
