@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::task::{RunLimits, MAX_TIMEOUT_SECONDS};
+
 pub const ENV_PREFIX: &str = "COORDINATOR_";
 pub const CONFIG_ENV: &str = "COORDINATOR_CONFIG";
 
@@ -129,8 +131,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "auto | local | kubernetes (auto: kubernetes inside a cluster)",
     ),
     ("concurrency", "tasks run at once"),
-    ("task_timeout", "seconds per task, fetch and run together"),
-    ("fuel", "the runner's fuel budget; 0 = metering off"),
+    ("task_timeout", "seconds per task, fetch and run together; the most a task's limits.timeout_seconds gets"),
+    ("fuel", "the runner's fuel budget, the most a task's limits.fuel gets; 0 = metering off"),
     (
         "tasks",
         "JSON-lines task file, - for stdin; unset = the placeholder tasks",
@@ -344,7 +346,9 @@ impl Loaded {
         if !(1..=365 * 86_400).contains(&c.task_ttl) {
             return Err(self.invalid("task_ttl", c.task_ttl, "must be 1 to 31536000 seconds"));
         }
-        if !(c.task_timeout.is_finite() && c.task_timeout > 0.0 && c.task_timeout <= 7.0 * 86400.0)
+        if !(c.task_timeout.is_finite()
+            && c.task_timeout > 0.0
+            && c.task_timeout <= MAX_TIMEOUT_SECONDS as f64)
         {
             return Err(self.invalid(
                 "task_timeout",
@@ -507,8 +511,12 @@ impl Loaded {
         Duration::from_secs(self.config.task_ttl)
     }
 
-    pub fn task_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.config.task_timeout)
+    /// The limits every task runs with at most (`task_timeout`, `fuel`).
+    pub fn run_limits(&self) -> RunLimits {
+        RunLimits {
+            timeout: Duration::from_secs_f64(self.config.task_timeout),
+            fuel: self.config.fuel,
+        }
     }
 
     pub fn grace_period(&self) -> Duration {
@@ -551,11 +559,12 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
-    /// Seconds per task, fetch and run together.
+    /// Seconds per task, fetch and run together; a task's limits.timeout_seconds can only
+    /// lower it.
     #[arg(long = "task-timeout", value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_timeout: Option<f64>,
-    /// The runner's fuel budget; 0 = metering off.
+    /// The runner's fuel budget; 0 = metering off. A task's limits.fuel can only lower it.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,

@@ -337,6 +337,7 @@ mod tests {
             wasm_cid: "Qm".into(),
             input_cid: None,
             entry: None,
+            limits: Default::default(),
         };
         TaskReport::new(&task, ReportStatus::OK)
     }

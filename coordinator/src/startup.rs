@@ -363,8 +363,7 @@ fn job_parts(loaded: &config::Loaded) -> Result<(Job, job::JobSettings), Startup
         executor_image: c.executor_image.clone(),
         fetcher_image: c.fetcher_image.clone(),
         gateway: c.ipfs_endpoint.trim().to_owned(),
-        task_timeout: loaded.task_timeout(),
-        fuel: c.fuel,
+        limits: loaded.run_limits(),
     };
     Ok((template, settings))
 }
@@ -411,8 +410,7 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> 
         fetcher,
         runner,
         gateway,
-        task_timeout: loaded.task_timeout(),
-        fuel: c.fuel,
+        limits: loaded.run_limits(),
         work_dir,
         pod_program: exe,
     })

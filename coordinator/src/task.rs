@@ -7,6 +7,8 @@
 //! it ([`Task::validate`]), so no source can hand the service a task that would fail later
 //! for a reason known now.
 
+use std::time::Duration;
+
 use runner::result::cap_text;
 use runner::{Status, TaskResult};
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,8 @@ pub const MAX_TASK_ID_BYTES: usize = 256;
 pub const MAX_ENTRY_BYTES: usize = 256;
 /// The longest CID accepted for parsing (a sha2-256 CIDv1 in base32 is 59 characters).
 pub const MAX_CID_BYTES: usize = 128;
+/// The longest time limit a task or the coordinator (`task_timeout`) may set: a week.
+pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86400;
 
 /// One unit of work. The Go coordinator's field names are accepted as aliases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +30,79 @@ pub struct Task {
     pub wasm_cid: String,
     pub input_cid: Option<String>,
     pub entry: Option<String>,
+    /// Limits the task asks for, below the coordinator's own; `{}` when it asks for none.
+    #[serde(default, skip_serializing_if = "TaskLimits::is_none")]
+    pub limits: TaskLimits,
+}
+
+/// Limits a task may ask for (`"limits": {"timeout_seconds": 5, "fuel": 1000000}`). Each
+/// can only lower the coordinator's maximum (`task_timeout`, `fuel`), never raise it: see
+/// [`RunLimits::for_task`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimits {
+    /// Wall-clock seconds for fetching and running, 1 to [`MAX_TIMEOUT_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// The runner's fuel budget, at least 1 (a task cannot turn metering off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+}
+
+impl TaskLimits {
+    pub fn is_none(&self) -> bool {
+        *self == TaskLimits::default()
+    }
+
+    fn validate(self) -> Result<TaskLimits, TaskError> {
+        if let Some(t) = self.timeout_seconds {
+            if !(1..=MAX_TIMEOUT_SECONDS).contains(&t) {
+                return Err(TaskError::Limit {
+                    field: "limits.timeout_seconds",
+                    value: t,
+                    range: format!("1 to {MAX_TIMEOUT_SECONDS}"),
+                });
+            }
+        }
+        if self.fuel == Some(0) {
+            return Err(TaskError::Limit {
+                field: "limits.fuel",
+                value: 0,
+                range:
+                    "at least 1 (metering can only be turned off by the coordinator's `fuel = 0`)"
+                        .into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// What one run of a task gets. The coordinator's configured values are the maxima; a task's
+/// own [`TaskLimits`] can lower them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// For fetching and running together.
+    pub timeout: Duration,
+    /// The runner's fuel budget; 0 turns metering off.
+    pub fuel: u64,
+}
+
+impl RunLimits {
+    /// These maxima lowered by what `asked` names. A task asking for more gets the maximum
+    /// (it is capped, not refused: the same task file works on coordinators configured
+    /// differently). A task asking for fuel where metering is off (`fuel = 0`) gets its fuel.
+    pub fn for_task(self, asked: TaskLimits) -> RunLimits {
+        RunLimits {
+            timeout: asked
+                .timeout_seconds
+                .map_or(self.timeout, |s| self.timeout.min(Duration::from_secs(s))),
+            fuel: match (asked.fuel, self.fuel) {
+                (None, max) => max,
+                (Some(f), 0) => f,
+                (Some(f), max) => f.min(max),
+            },
+        }
+    }
 }
 
 /// A task as written, before validation.
@@ -40,6 +117,8 @@ struct TaskFields {
     input_cid: Option<String>,
     #[serde(alias = "Entry", default)]
     entry: Option<String>,
+    #[serde(default)]
+    limits: Option<TaskLimits>,
 }
 
 impl TryFrom<TaskFields> for Task {
@@ -51,6 +130,7 @@ impl TryFrom<TaskFields> for Task {
             wasm_cid: f.wasm_cid,
             input_cid: f.input_cid,
             entry: f.entry,
+            limits: f.limits.unwrap_or_default(),
         }
         .validate()
     }
@@ -78,14 +158,20 @@ pub enum TaskError {
     Whitespace { field: &'static str, shown: String },
     #[error("{field}: {reason}")]
     Cid { field: &'static str, reason: String },
+    #[error("{field} is {value}; it must be {range}")]
+    Limit {
+        field: &'static str,
+        value: u64,
+        range: String,
+    },
 }
 
 impl Task {
     /// Checks every field, the one place that does: ids and entries are non-empty, at most
     /// [`MAX_TASK_ID_BYTES`] / [`MAX_ENTRY_BYTES`], printable (no control characters, line
     /// separators or bidirectional overrides: they end up in logs, env vars and Job names)
-    /// and not padded with whitespace; CIDs parse and can be verified by the fetcher.
-    /// Empty optional fields count as absent.
+    /// and not padded with whitespace; CIDs parse and can be verified by the fetcher;
+    /// limits are in range. Empty optional fields count as absent.
     pub fn validate(mut self) -> Result<Task, TaskError> {
         check_name("task_id", &self.task_id, MAX_TASK_ID_BYTES)?;
         self.input_cid = self.input_cid.filter(|c| !c.trim().is_empty());
@@ -97,6 +183,7 @@ impl Task {
         if let Some(c) = &self.input_cid {
             self.input_cid = Some(check_cid("input_cid", c)?);
         }
+        self.limits = self.limits.validate()?;
         Ok(self)
     }
 }
@@ -110,6 +197,7 @@ impl Task {
             wasm_cid: "QmPZ9gcCEpqKTo6aq61g2nXGUhM4iCL3ewB6LDXZCtioEB".into(),
             input_cid: None,
             entry: None,
+            limits: TaskLimits::default(),
         }
     }
 }
@@ -387,6 +475,72 @@ mod tests {
         }
     }
 
+    #[test]
+    fn limits_are_optional_checked_and_named_in_errors() {
+        let t = parse(&format!(
+            r#"{{"task_id":"t","wasm_cid":"{CID}","limits":{{"timeout_seconds":5,"fuel":9}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            t.limits,
+            TaskLimits {
+                timeout_seconds: Some(5),
+                fuel: Some(9)
+            }
+        );
+        for absent in [
+            format!(r#"{{"task_id":"t","wasm_cid":"{CID}"}}"#),
+            format!(r#"{{"task_id":"t","wasm_cid":"{CID}","limits":null}}"#),
+            format!(r#"{{"task_id":"t","wasm_cid":"{CID}","limits":{{}}}}"#),
+        ] {
+            let t = parse(&absent).unwrap();
+            assert!(t.limits.is_none(), "{absent}");
+            // Not written back when there are none: a task file line stays as it was.
+            assert!(serde_json::to_value(&t).unwrap().get("limits").is_none());
+        }
+        for (limits, says) in [
+            (r#"{"timeout_seconds":0}"#, "limits.timeout_seconds is 0"),
+            (r#"{"timeout_seconds":604801}"#, "1 to 604800"),
+            (r#"{"fuel":0}"#, "limits.fuel is 0"),
+            (r#"{"fuel":-1}"#, "invalid value"),
+            (r#"{"fuel":"many"}"#, "invalid type"),
+            (r#"{"timeout_seconds":1.5}"#, "invalid type"),
+            (r#"{"memory":1}"#, "unknown field `memory`"),
+        ] {
+            let err = parse(&format!(
+                r#"{{"task_id":"t","wasm_cid":"{CID}","limits":{limits}}}"#
+            ))
+            .unwrap_err();
+            assert!(err.contains(says), "{limits}: {err}");
+        }
+    }
+
+    proptest! {
+        /// A task's limits only ever lower the maxima; what it asks below them it gets.
+        #[test]
+        fn run_limits_never_exceed_the_maxima(
+            max_secs in 1u64..=MAX_TIMEOUT_SECONDS,
+            max_fuel in any::<u64>(),
+            asked_secs in proptest::option::of(1u64..=MAX_TIMEOUT_SECONDS),
+            asked_fuel in proptest::option::of(1u64..),
+        ) {
+            let max = RunLimits { timeout: Duration::from_secs(max_secs), fuel: max_fuel };
+            let asked = TaskLimits { timeout_seconds: asked_secs, fuel: asked_fuel };
+            let got = max.for_task(asked);
+            prop_assert!(got.timeout <= max.timeout);
+            prop_assert_eq!(got.timeout, asked_secs.map_or(max.timeout, |s| max.timeout.min(Duration::from_secs(s))));
+            match (asked_fuel, max_fuel) {
+                (None, _) => prop_assert_eq!(got.fuel, max_fuel),
+                // Metering off is the largest budget: a task may still ask for a bound.
+                (Some(f), 0) => prop_assert_eq!(got.fuel, f),
+                (Some(f), m) => {
+                    prop_assert!(got.fuel <= m && got.fuel >= 1);
+                    prop_assert_eq!(got.fuel, f.min(m));
+                }
+            }
+        }
+    }
+
     proptest! {
         /// Whatever the strings, a task that validates holds nothing a log line, an env var
         /// or a Job could misread, and validation is idempotent.
@@ -395,7 +549,7 @@ mod tests {
             id in any::<String>(),
             entry in proptest::option::of(any::<String>()),
         ) {
-            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry };
+            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry, limits: TaskLimits::default() };
             if let Ok(t) = task.validate() {
                 for v in std::iter::once(&t.task_id).chain(t.entry.iter()) {
                     prop_assert!(!v.is_empty() && v.len() <= 256);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::backend::kubernetes::job::{build_job, parse_template, JobSettings};
-use coordinator::task::Task;
+use coordinator::task::{RunLimits, Task, TaskLimits};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -84,14 +84,17 @@ fn job(
         executor_image: RUNNER_IMAGE.into(),
         fetcher_image: FETCHER_IMAGE.into(),
         gateway: format!("file://{}", mirror.path().display()),
-        task_timeout: Duration::from_secs(60),
-        fuel: 0,
+        limits: RunLimits {
+            timeout: Duration::from_secs(60),
+            fuel: 0,
+        },
     };
     let task = Task {
         task_id: id.into(),
         wasm_cid: wasm.into(),
         input_cid: input.map(String::from),
         entry: Some(entry.into()),
+        limits: TaskLimits::default(),
     };
     build_job(template, &task, &settings)
 }

@@ -367,6 +367,7 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
             wasm_cid: fib.clone(),
             input_cid: None,
             entry: None,
+            limits: Default::default(),
         },
         &settings(&k),
     );
@@ -528,8 +529,10 @@ fn settings(k: &Kube) -> coordinator::backend::kubernetes::job::JobSettings {
         executor_image: EXECUTOR_IMAGE.into(),
         fetcher_image: FETCHER_IMAGE.into(),
         gateway: k.gateway.url(),
-        task_timeout: Duration::from_secs(60),
-        fuel: 1_000_000,
+        limits: coordinator::task::RunLimits {
+            timeout: Duration::from_secs(60),
+            fuel: 1_000_000,
+        },
     }
 }
 
@@ -1018,6 +1021,70 @@ fn a_wasm_task_applied_with_kubectl_runs_and_kubectl_shows_its_result() {
     again.expect_code(0);
     assert!(again.results().is_empty(), "{}", again.describe());
     assert_eq!(job_creates(&k), 1);
+}
+
+/// `spec.limits` reach the task's Job, capped by the coordinator's own: fib(12) needs 597
+/// fuel; the coordinator allows 300.
+#[test]
+fn a_wasm_tasks_limits_lower_the_coordinators_and_are_checked_by_the_schema() {
+    let k = Kube::start(&[]);
+    let (wasm, input) = sample_cids("fib");
+    let with_limits = |name: &str, limits: &str| {
+        let p = wasm_task_yaml(&k, name, &wasm, &input, "fib");
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str(&format!("  limits: {limits}\n"));
+        std::fs::write(&p, text).unwrap();
+        kubectl(&k, &["apply", "-f", p.to_str().unwrap()])
+    };
+    for (name, limits) in [
+        ("tight", "{fuel: 100}"),
+        ("capped", "{fuel: 1000000000000000, timeoutSeconds: 600}"),
+    ] {
+        let applied = with_limits(name, limits);
+        assert!(
+            applied.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+    for (limits, field) in [
+        ("{fuel: 0}", "spec.limits.fuel"),
+        ("{timeoutSeconds: 0}", "spec.limits.timeoutSeconds"),
+        ("{timeoutSeconds: 604801}", "spec.limits.timeoutSeconds"),
+        ("{fuel: lots}", "spec.limits.fuel"),
+    ] {
+        let refused = with_limits("bad-limits", limits);
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && why.contains(field),
+            "{limits}: {why}"
+        );
+    }
+
+    let empty = k.tasks("none.jsonl", &[]);
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&empty)
+        .args(["--fuel", "300"])
+        .run();
+    run.expect_code(0);
+    let by_id = run.by_id();
+    let consumed = |id: &str| {
+        let r = &by_id[id];
+        assert_eq!(r["status"], "out_of_fuel", "{r}\n{}", run.describe());
+        r["result"]["fuel_consumed"].as_u64().unwrap()
+    };
+    assert!(consumed("tight") <= 100, "{}", by_id["tight"]);
+    let capped = consumed("capped");
+    assert!((101..=300).contains(&capped), "{}", by_id["capped"]);
+    assert_eq!(by_id["tight"]["limits"], json!({"fuel": 100}));
+    let wt = wasm_task(&k, "capped").unwrap();
+    assert_eq!(
+        wt["spec"]["limits"],
+        json!({"fuel": 1_000_000_000_000_000u64, "timeoutSeconds": 600})
+    );
+    k.expect_clean(&run);
 }
 
 #[test]

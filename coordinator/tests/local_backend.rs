@@ -185,6 +185,108 @@ fn trap_and_out_of_fuel_are_task_failures_and_never_retried() {
     run.expect_work_dir_clean();
 }
 
+/// A task's own limits lower the coordinator's (`--fuel`, `--task-timeout`) and never raise
+/// them: fuel asked below the maximum is what the runner gets, fuel asked above it is cut to
+/// it, and a task's short timeout stops a loop long before the coordinator's would.
+#[test]
+fn a_tasks_own_limits_are_capped_by_the_coordinators() {
+    let m = Mirror::new();
+    let spin = m.add("spin.wasm", &wasm_of(SPIN_WAT));
+    let add = m.add_sample("add.wasm");
+    let add_input = m.add_sample("add-input.json");
+    let line = |id: &str, wasm: &str, input: Option<&str>, entry: Option<&str>, limits: Value| {
+        let mut t: Value = serde_json::from_str(&task_line(id, wasm, input, entry)).unwrap();
+        t["limits"] = limits;
+        t.to_string()
+    };
+    let tasks = write_lines(
+        m.path(),
+        "tasks.jsonl",
+        &[
+            line("below", &spin, None, Some("spin"), json!({"fuel": 5_000})),
+            line(
+                "above",
+                &spin,
+                None,
+                Some("spin"),
+                json!({"fuel": 1_000_000_000_000u64}),
+            ),
+            line("none", &spin, None, Some("spin"), json!({})),
+            line(
+                "enough",
+                &add,
+                Some(&add_input),
+                None,
+                json!({"fuel": 10_000, "timeout_seconds": 30}),
+            ),
+        ],
+    );
+    let run = Coord::with_mirror(m.path())
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--fuel", "100000"])
+        .run();
+    run.expect_code(0);
+    let by_id = run.by_id();
+    let consumed = |id: &str| {
+        let r = &by_id[id];
+        assert_eq!(
+            r["status"],
+            if id == "enough" { "ok" } else { "out_of_fuel" },
+            "{r}\n{}",
+            run.describe()
+        );
+        r["result"]["fuel_consumed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    let below = consumed("below");
+    assert!(
+        (4_000..=5_000).contains(&below),
+        "asked 5000, consumed {below}"
+    );
+    for capped in ["above", "none"] {
+        let used = consumed(capped);
+        assert!(
+            (90_000..=100_000).contains(&used),
+            "{capped}: consumed {used}, the maximum is 100000"
+        );
+    }
+    consumed("enough");
+    // What the task asked for is part of the task, as published.
+    assert_eq!(by_id["below"]["limits"], json!({"fuel": 5_000}));
+    assert_eq!(by_id["none"].get("limits"), None, "{}", by_id["none"]);
+
+    // With metering off, a task's one-second timeout stops it, not the coordinator's minute.
+    let tasks = write_lines(
+        m.path(),
+        "timeout.jsonl",
+        &[line(
+            "short",
+            &spin,
+            None,
+            Some("spin"),
+            json!({"timeout_seconds": 1}),
+        )],
+    );
+    let run = Coord::with_mirror(m.path())
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--fuel", "0", "--task-timeout", "600"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    run.expect_code(0);
+    assert!(
+        run.elapsed < Duration::from_secs(60),
+        "a task's 1 s timeout took {:?}\n{}",
+        run.elapsed,
+        run.describe()
+    );
+    let r = &run.by_id()["short"];
+    assert_eq!(r["status"], "timeout", "{r}\n{}", run.describe());
+    run.expect_work_dir_clean().expect_no_orphans();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. and 4. Fetch failures and the gateway path
 // ---------------------------------------------------------------------------------------------

@@ -440,6 +440,12 @@ fn run(prepared: Prepared, wasi: WasiCtx, limits: &Limits) -> Outcome {
         },
     };
     outcome.fuel_consumed = fuel_consumed;
+    if outcome.status == Status::OutOfFuel {
+        // The budget is spent, whatever the store last said: wasmi charges a block's fuel
+        // up front and, when the block cannot pay, traps without deducting what the
+        // function used so far, so counting slices could report 0 here.
+        outcome.fuel_consumed = limits.fuel.or(outcome.fuel_consumed);
+    }
     outcome
 }
 

@@ -186,6 +186,28 @@ fn infinite_loop_runs_out_of_fuel() {
     assert_eq!(run.line["fuel_consumed"], 100000);
 }
 
+/// Deep calls, each block paid for before it runs: whatever the budget, a run that ran out
+/// reports that it consumed all of it (not what the last slice happened to say).
+#[test]
+fn out_of_fuel_reports_the_whole_budget_whatever_the_code() {
+    const FIB: &str = r#"(module
+      (func $fib (export "fib") (param i32) (result i32)
+        (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
+          (then (local.get 0))
+          (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
+                         (call $fib (i32.sub (local.get 0) (i32.const 2))))))))"#;
+    let sb = Sandbox::new();
+    for budget in [1u64, 7, 100, 300, 5_000, 99_999] {
+        let run = sb.call(FIB, "fib", "[25]", &["--fuel", &budget.to_string()]);
+        assert_eq!(
+            (run.code, run.status()),
+            (2, "out_of_fuel"),
+            "{budget}: {run:?}"
+        );
+        assert_eq!(run.line["fuel_consumed"], budget, "{run:?}");
+    }
+}
+
 #[test]
 fn infinite_loop_with_fuel_off_is_stopped_by_the_timeout() {
     let sb = Sandbox::new();

@@ -106,6 +106,7 @@ mod tests {
             wasm_cid: "Qm".into(),
             input_cid: None,
             entry: None,
+            limits: Default::default(),
         };
         let mut p = Preloaded::new(
             vec![adopted],

@@ -70,6 +70,7 @@ impl PlaceholderSource {
                 wasm_cid: s.wasm_cid.into(),
                 input_cid: Some(s.input_cid.into()),
                 entry: Some(s.entry.into()),
+                limits: Default::default(),
             })
             .collect();
         Self { tasks }

@@ -28,7 +28,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
 use sha2::{Digest, Sha256};
 
-use crate::task::Task;
+use crate::task::{RunLimits, Task, TaskLimits};
 
 pub const FETCHER_CONTAINER: &str = "fetcher";
 pub const RUNNER_CONTAINER: &str = "runner";
@@ -36,6 +36,8 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_TASK_ID: &str = "wasm-exec.io/task-id";
 pub const ANNOTATION_TASK_ID: &str = "wasm-exec.io/task-id";
+/// The limits the task asked for (JSON, [`TaskLimits`]), when it asked for any.
+pub const ANNOTATION_LIMITS: &str = "wasm-exec.io/limits";
 pub const APP_NAME: &str = "wasm-exec-task";
 pub const MANAGER: &str = "wasm-exec-coordinator";
 /// Every Job name of ours starts with this.
@@ -71,8 +73,8 @@ pub struct JobSettings {
     pub fetcher_image: String,
     /// `IPFS_GATEWAY` as the pods see it (an in-cluster gateway URL).
     pub gateway: String,
-    pub task_timeout: Duration,
-    pub fuel: u64,
+    /// The configured maxima; a task's own limits can lower them.
+    pub limits: RunLimits,
 }
 
 /// Parses and checks the template: a Job whose pod has a `fetcher` init container and a
@@ -296,12 +298,19 @@ pub fn build_job(template: &Job, task: &Task, s: &JobSettings) -> Job {
     labels.insert(LABEL_TASK_ID.into(), task_label(&task.task_id));
     let pod_labels = labels.clone();
     // Annotations are not expanded: the raw id.
-    meta.annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(ANNOTATION_TASK_ID.into(), task.task_id.clone());
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ANNOTATION_TASK_ID.into(), task.task_id.clone());
+    // What the task asked for (the env has what it got), for reading the task back.
+    if !task.limits.is_none() {
+        annotations.insert(
+            ANNOTATION_LIMITS.into(),
+            serde_json::to_string(&task.limits).unwrap_or_default(),
+        );
+    }
+    let limits = s.limits.for_task(task.limits);
 
     let spec = job.spec.get_or_insert_with(Default::default);
-    let deadline = s.task_timeout + DEADLINE_SLACK;
+    let deadline = limits.timeout + DEADLINE_SLACK;
     spec.active_deadline_seconds = Some(i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX));
     spec.template
         .metadata
@@ -328,8 +337,8 @@ pub fn build_job(template: &Job, task: &Task, s: &JobSettings) -> Job {
         input_dir,
         has_input: task.input_cid.is_some(),
         output: Path::new(pod::path::RESULT),
-        timeout_sec: s.task_timeout.as_secs_f64(),
-        fuel: s.fuel,
+        timeout_sec: limits.timeout.as_secs_f64(),
+        fuel: limits.fuel,
     }
     .vars();
     // parse_template made sure both containers are there.
@@ -367,13 +376,19 @@ pub fn task_of(job: &Job) -> Result<Task, JobError> {
         name: name.to_owned(),
         missing: what,
     };
-    let task_id = job
-        .metadata
-        .annotations
-        .as_ref()
+    let annotations = job.metadata.annotations.as_ref();
+    let task_id = annotations
         .and_then(|a| a.get(ANNOTATION_TASK_ID))
         .ok_or_else(|| missing(format!("it has no {ANNOTATION_TASK_ID} annotation")))?
         .clone();
+    let limits = match annotations.and_then(|a| a.get(ANNOTATION_LIMITS)) {
+        None => TaskLimits::default(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            missing(format!(
+                "its {ANNOTATION_LIMITS} annotation is not valid: {e}"
+            ))
+        })?,
+    };
     let pod_spec = job
         .spec
         .as_ref()
@@ -407,6 +422,7 @@ pub fn task_of(job: &Job) -> Result<Task, JobError> {
             RUNNER_CONTAINER,
             pod::env::ENTRY,
         ),
+        limits,
     })
 }
 
@@ -444,8 +460,10 @@ mod tests {
             executor_image: "reg/runner:1".into(),
             fetcher_image: "reg/fetcher:1".into(),
             gateway: "http://ipfs:8080/ipfs".into(),
-            task_timeout: Duration::from_secs(60),
-            fuel: 5,
+            limits: RunLimits {
+                timeout: Duration::from_secs(60),
+                fuel: 5,
+            },
         }
     }
 
@@ -455,6 +473,7 @@ mod tests {
             wasm_cid: "QmW".into(),
             input_cid: Some("QmI".into()),
             entry: Some("fib".into()),
+            limits: Default::default(),
         }
     }
 
@@ -659,6 +678,61 @@ mod tests {
     }
 
     #[test]
+    fn a_tasks_limits_lower_the_jobs_and_read_back() {
+        // settings(): 60 s, fuel 5. Asking more gets the maximum; asking less gets that.
+        for (asked, deadline, timeout, fuel) in [
+            (TaskLimits::default(), 180, "60", "5"),
+            (
+                TaskLimits {
+                    timeout_seconds: Some(10),
+                    fuel: Some(3),
+                },
+                130,
+                "10",
+                "3",
+            ),
+            (
+                TaskLimits {
+                    timeout_seconds: Some(3600),
+                    fuel: Some(1_000),
+                },
+                180,
+                "60",
+                "5",
+            ),
+        ] {
+            let t = Task {
+                limits: asked,
+                ..task("limited")
+            };
+            let job = build_job(&template(), &t, &settings());
+            let spec = job.spec.as_ref().unwrap();
+            assert_eq!(spec.active_deadline_seconds, Some(deadline), "{asked:?}");
+            let env = env_of(containers(&job).1);
+            assert_eq!(env[pod::env::TIMEOUT_SEC], timeout, "{asked:?}");
+            assert_eq!(env[pod::env::FUEL], fuel, "{asked:?}");
+            let annotations = job.metadata.annotations.as_ref().unwrap();
+            assert_eq!(
+                annotations.contains_key(ANNOTATION_LIMITS),
+                !asked.is_none()
+            );
+            assert_eq!(
+                task_of(&job),
+                Ok(t),
+                "the task reads back with what it asked"
+            );
+        }
+        let mut job = build_job(&template(), &task("x"), &settings());
+        job.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_LIMITS.into(), "{fuel".into());
+        let err = task_of(&job).unwrap_err().to_string();
+        assert!(err.contains(ANNOTATION_LIMITS), "{err}");
+    }
+
+    #[test]
     fn the_job_keeps_the_template_and_fills_in_the_task() {
         let job = build_job(&template(), &task("Fib 1"), &settings());
         let meta = &job.metadata;
@@ -807,7 +881,7 @@ mod tests {
             input in prop::option::of(dollar_text()),
             entry in prop::option::of(dollar_text()),
         ) {
-            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry };
+            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry, limits: TaskLimits::default() };
             let job = build_job(&template(), &t, &settings());
             prop_assert_eq!(task_of(&job), Ok(t.clone()));
             let (fetcher, runner) = containers(&job);

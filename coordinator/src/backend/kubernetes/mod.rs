@@ -198,7 +198,8 @@ impl KubernetesBackend {
         if let Err(outcome) = self.create_or_adopt(&job, task).await {
             return *outcome;
         }
-        let bound = self.settings.task_timeout + DEADLINE_SLACK + WAIT_SLACK;
+        let bound =
+            self.settings.limits.for_task(task.limits).timeout + DEADLINE_SLACK + WAIT_SLACK;
         let end = match tokio::time::timeout(bound, self.wait(&name)).await {
             Err(_) => {
                 return AttemptOutcome::failed(

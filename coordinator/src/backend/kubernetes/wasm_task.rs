@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::job::{task_label, LABEL_MANAGED_BY, MANAGER};
 use crate::ledger::{Entry, Phase};
-use crate::task::{ReportStatus, Task, TaskError, TaskReport};
+use crate::task::{ReportStatus, Task, TaskError, TaskLimits, TaskReport};
 
 pub const GROUP: &str = "wasm-exec.io";
 pub const VERSION: &str = "v1alpha1";
@@ -59,6 +59,18 @@ pub struct WasmTaskSpec {
     pub input_cid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WasmTaskLimits>,
+}
+
+/// `spec.limits`: the task's [`TaskLimits`] in the API's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmTaskLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -152,6 +164,10 @@ pub fn for_task(task: &Task, namespace: &str) -> WasmTask {
             wasm_cid: task.wasm_cid.clone(),
             input_cid: task.input_cid.clone(),
             entry: task.entry.clone(),
+            limits: (!task.limits.is_none()).then_some(WasmTaskLimits {
+                timeout_seconds: task.limits.timeout_seconds,
+                fuel: task.limits.fuel,
+            }),
         },
         status: None,
     }
@@ -170,6 +186,13 @@ pub fn task_of(wt: &WasmTask) -> Result<Task, TaskError> {
         wasm_cid: wt.spec.wasm_cid.clone(),
         input_cid: wt.spec.input_cid.clone(),
         entry: wt.spec.entry.clone(),
+        limits: wt
+            .spec
+            .limits
+            .map_or_else(TaskLimits::default, |l| TaskLimits {
+                timeout_seconds: l.timeout_seconds,
+                fuel: l.fuel,
+            }),
     }
     .validate()
 }
@@ -291,9 +314,24 @@ mod tests {
     fn a_task_goes_into_a_wasm_task_and_back() {
         let task = Task {
             entry: Some("fib".into()),
+            limits: TaskLimits {
+                timeout_seconds: Some(30),
+                fuel: None,
+            },
             ..Task::example("Fib Task #1")
         };
         let wt = for_task(&task, "ns");
+        // The API's spelling: camelCase, and only what the task asked for.
+        assert_eq!(
+            serde_json::to_value(&wt.spec).unwrap()["limits"],
+            serde_json::json!({"timeoutSeconds": 30})
+        );
+        assert!(
+            serde_json::to_value(for_task(&Task::example("t"), "ns").spec)
+                .unwrap()
+                .get("limits")
+                .is_none()
+        );
         assert_eq!(
             wt.metadata.name.as_deref(),
             Some(name_of("Fib Task #1").as_str())

@@ -23,7 +23,7 @@ pub use pod::{run_pod, PodDir};
 use pod::{Ended, PodSpec, PodStatus, Probe, KILL_SLACK};
 
 use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
-use crate::task::{Stage, Task, TaskReport};
+use crate::task::{RunLimits, Stage, Task, TaskReport};
 
 /// How much of a program's stderr is kept for an error message.
 const STDERR_TAIL: usize = 2048;
@@ -43,8 +43,8 @@ pub struct LocalBackend {
     pub runner: PathBuf,
     /// `IPFS_GATEWAY` for the fetcher: a gateway URL or `file:///abs/mirror`.
     pub gateway: String,
-    pub task_timeout: Duration,
-    pub fuel: u64,
+    /// The configured maxima; a task's own limits can lower them.
+    pub limits: RunLimits,
     /// Where the tasks' work dirs are; the same for every coordinator sharing a ledger.
     pub work_dir: PathBuf,
     /// The program that runs a pod: the coordinator itself (`--local-pod DIR`).
@@ -114,7 +114,7 @@ impl LocalBackend {
                 Ok(Probe::Free(_lock)) => {
                     if let Some(status) = dir.read_status() {
                         info!("collecting the result of a run a previous coordinator started");
-                        return collect(&dir, &status, self.task_timeout);
+                        return collect(&dir, &status, self.limits.for_task(task.limits).timeout);
                     }
                     warn!("a previous run of this task ended without finishing (it was stopped); running it again");
                     break;
@@ -129,13 +129,14 @@ impl LocalBackend {
 
     /// A fresh work dir, the spec, the lock, and the pod; then waits for it.
     async fn start_pod(&self, task: &Task, dir: &PodDir) -> AttemptOutcome {
+        let limits = self.limits.for_task(task.limits);
         let spec = PodSpec {
             task: task.clone(),
             fetcher: self.fetcher.clone(),
             runner: self.runner.clone(),
             gateway: self.gateway.clone(),
-            timeout_sec: self.task_timeout.as_secs_f64(),
-            fuel: self.fuel,
+            timeout_sec: limits.timeout.as_secs_f64(),
+            fuel: limits.fuel,
         };
         let lock = match prepare(dir, &spec) {
             Ok(lock) => lock,
@@ -175,7 +176,7 @@ impl LocalBackend {
         // Our copy of the lock goes with the command; the pod's stays.
         drop(cmd);
         let mut stop = StopPod(child.id());
-        let backstop = self.task_timeout.saturating_add(KILL_SLACK * 2);
+        let backstop = limits.timeout.saturating_add(KILL_SLACK * 2);
         let waited = tokio::time::timeout(backstop, child.wait()).await;
         match waited {
             Ok(Ok(_)) => {
@@ -196,13 +197,13 @@ impl LocalBackend {
                 return AttemptOutcome::failed(
                     FailureKind::Deadline,
                     Stage::Run,
-                    timeout_message(self.task_timeout, "running"),
+                    timeout_message(limits.timeout, "running"),
                     false,
                 );
             }
         }
         match dir.read_status() {
-            Some(status) => collect(dir, &status, self.task_timeout),
+            Some(status) => collect(dir, &status, limits.timeout),
             None => {
                 // The pod died (killed from outside): its programs must not run on
                 // beside the retry.
