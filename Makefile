@@ -18,7 +18,7 @@ endif
 DEV_BIN := $(TARGET_DIR)/debug
 RELEASE_BIN := $(TARGET_DIR)/release
 
-.PHONY: all build build-dev release test lint unit wasm wasm-check tools demo cids bench-runner bench-fetcher bench-coordinator fuzz clean
+.PHONY: all build build-dev release test lint unit wasm wasm-check contracts contracts-check contract-test tools demo cids bench-runner bench-fetcher bench-coordinator fuzz clean
 
 all: build
 
@@ -32,8 +32,8 @@ build-dev:
 release:
 	$(CARGO) build --workspace --release
 
-## test: formatting, clippy, shellcheck, every unit/integration/end-to-end test, and the samples' rebuild check
-test: lint unit wasm-check manifests-check
+## test: formatting, clippy, shellcheck, the contract's artifact and chain check, every unit/integration/end-to-end test, and the samples' rebuild check
+test: lint contracts-check contract-test unit wasm-check manifests-check
 
 lint: tools
 	$(CARGO) fmt --all -- --check
@@ -54,6 +54,18 @@ wasm: tools
 wasm-check: tools
 	$(MAKE) -C host/wasm check
 	$(MAKE) -C bench/runner check
+
+## contracts: rebuild contracts/TaskRegistry.json from contracts/TaskRegistry.sol with the pinned solcjs (contracts/package-lock.json, installed into .tools/)
+contracts: tools
+	scripts/build-contracts.sh
+
+## contracts-check: the committed contracts/TaskRegistry.json is what the pinned solcjs builds from the source, byte for byte
+contracts-check: tools
+	scripts/build-contracts.sh --check
+
+## contract-test: deploy contracts/TaskRegistry.json on a local anvil (127.0.0.1, a free port) and drive it with cast: ids, events, results, every revert
+contract-test: tools
+	scripts/check-contract.sh
 
 ## demo: the coordinator runs the placeholder tasks with the local backend (SCENARIO=fib|affine|add|all)
 demo: build-dev
