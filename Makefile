@@ -18,7 +18,7 @@ endif
 DEV_BIN := $(TARGET_DIR)/debug
 RELEASE_BIN := $(TARGET_DIR)/release
 
-.PHONY: all build build-dev release test lint unit wasm wasm-check contracts contracts-check contract-test tools demo cids bench-runner bench-fetcher bench-coordinator fuzz clean
+.PHONY: all build build-dev release test lint unit wasm wasm-check contracts contracts-check contract-test tools demo chain-demo cids bench-runner bench-fetcher bench-coordinator fuzz clean
 
 all: build
 
@@ -73,6 +73,10 @@ demo: build-dev
 	COORDINATOR_BACKEND=local $(DEV_BIN)/coordinator --once --scenario $(SCENARIO) --state $(DEMO_OUT)/ledger.sqlite \
 	  --ipfs-mirror host/wasm --results $(DEMO_OUT)/results.jsonl --listen off
 	@echo "results (one JSON object per task, each task once) in $(DEMO_OUT)/results.jsonl; the ledger $(DEMO_OUT)/ledger.sqlite remembers them (delete it to run the tasks again)"
+
+## chain-demo: the coordinator takes the sample tasks from a TaskRegistry on a local anvil (127.0.0.1, a free port) and posts their results back: fib 144, affine 119, add 5, read back from the chain
+chain-demo: build-dev tools
+	@TARGET_DIR=$(TARGET_DIR) scripts/chain-demo.sh
 
 ## cids: the CIDs of the sample files, as the placeholder tasks use them
 cids: build-dev

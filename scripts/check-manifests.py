@@ -53,7 +53,11 @@ COORDINATOR_RULES = {
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
     # Leader election: kube-lease-manager reads, creates and patches the Lease.
     *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")),
+    # The task sources' cursors: one ConfigMap, read and updated by name, created once.
+    *(("", "configmaps", v) for v in ("get", "update", "create")),
 }
+# Rules that may (and should) be limited to named objects: (apiGroup, resource) → names.
+NAMED_RULES = {("", "configmaps"): {"wasm-exec-cursors"}}
 
 # kind's Cluster config (kind.x-k8s.io/v1alpha4), the fields kind documents.
 KIND_CLUSTER_SCHEMA = {
@@ -191,7 +195,9 @@ class Checker:
         if kind == "Role" and name == COORDINATOR_ROLE:
             granted = set()
             for rule in obj.get("rules") or []:
-                if rule.get("resourceNames") or rule.get("nonResourceURLs"):
+                names = set(rule.get("resourceNames") or [])
+                pairs = {(g, r) for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []}
+                if rule.get("nonResourceURLs") or any(not names <= NAMED_RULES.get(p, set()) for p in pairs):
                     self.error(where, "unexpected resourceNames/nonResourceURLs in a rule")
                 for g in rule.get("apiGroups") or []:
                     for r in rule.get("resources") or []:

@@ -77,6 +77,15 @@ pub struct Config {
     pub lease_name: String,
     /// Seconds a leader's Lease lasts without renewal.
     pub lease_duration: u64,
+    /// The chain's JSON-RPC URL (the contract task source and result sink).
+    pub contract_rpc: String,
+    /// The TaskRegistry's address; set = the contract is the task source and a sink.
+    pub contract_address: String,
+    pub contract_from_block: u64,
+    pub contract_confirmations: u64,
+    /// A file holding the executor's hex private key.
+    pub contract_key_file: Option<PathBuf>,
+    pub contract_max_result_bytes: usize,
 }
 
 impl Default for Config {
@@ -108,6 +117,12 @@ impl Default for Config {
             leader_election: false,
             lease_name: "wasm-exec-coordinator".into(),
             lease_duration: 15,
+            contract_rpc: "http://127.0.0.1:8545".into(),
+            contract_address: String::new(),
+            contract_from_block: 0,
+            contract_confirmations: 2,
+            contract_key_file: None,
+            contract_max_result_bytes: 1024,
         }
     }
 }
@@ -190,6 +205,30 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "lease_duration",
         "seconds a leader's Lease lasts unrenewed (a new leader takes over after it)",
+    ),
+    (
+        "contract_rpc",
+        "the chain's JSON-RPC URL (contract task source and result sink)",
+    ),
+    (
+        "contract_address",
+        "the TaskRegistry contract; set = tasks come from its TaskSubmitted events and results are posted to it",
+    ),
+    (
+        "contract_from_block",
+        "the first block read when the ledger has no cursor for the contract",
+    ),
+    (
+        "contract_confirmations",
+        "blocks an event or a posted result must be deep before it counts",
+    ),
+    (
+        "contract_key_file",
+        "file holding the executor's hex private key (as `cast wallet new` prints it); needed to post",
+    ),
+    (
+        "contract_max_result_bytes",
+        "the posted `result` text is cut to this many bytes",
     ),
 ];
 
@@ -411,6 +450,53 @@ impl Loaded {
                 "needs the kubernetes backend (the Lease lives in the cluster); with the local backend run one coordinator",
             ));
         }
+        if !c.contract_address.trim().is_empty() {
+            if c.contract_address
+                .trim()
+                .parse::<alloy::primitives::Address>()
+                .is_err()
+            {
+                return Err(self.invalid(
+                    "contract_address",
+                    c.contract_address.trim(),
+                    "must be a 20-byte hex address, 0x followed by 40 hex digits",
+                ));
+            }
+            let rpc = c.contract_rpc.trim();
+            if !(rpc.starts_with("http://") || rpc.starts_with("https://"))
+                || rpc.parse::<crate::chain::Url>().is_err()
+            {
+                return Err(self.invalid(
+                    "contract_rpc",
+                    rpc,
+                    "must be an http:// or https:// JSON-RPC URL, e.g. http://127.0.0.1:8545",
+                ));
+            }
+            if c.contract_confirmations > 1000 {
+                return Err(self.invalid(
+                    "contract_confirmations",
+                    c.contract_confirmations,
+                    "must be at most 1000",
+                ));
+            }
+            if !(32..=24_576).contains(&c.contract_max_result_bytes) {
+                return Err(self.invalid(
+                    "contract_max_result_bytes",
+                    c.contract_max_result_bytes,
+                    "must be 32 to 24576",
+                ));
+            }
+            if c.contract_key_file
+                .as_ref()
+                .is_none_or(|p| p.as_os_str().is_empty())
+            {
+                return Err(self.invalid(
+                    "contract_key_file",
+                    "(unset)",
+                    "posting results to the contract needs the executor's key: a file holding its hex private key (mount it from a Secret)",
+                ));
+            }
+        }
         if !(2..=3600).contains(&c.lease_duration) {
             return Err(self.invalid(
                 "lease_duration",
@@ -519,6 +605,20 @@ impl Loaded {
         }
     }
 
+    /// The contract's settings, when `contract_address` is set.
+    pub fn chain_settings(&self) -> Option<crate::chain::ChainSettings> {
+        let c = &self.config;
+        let address = c.contract_address.trim().parse().ok()?;
+        Some(crate::chain::ChainSettings {
+            rpc: c.contract_rpc.trim().parse().ok()?,
+            address,
+            from_block: c.contract_from_block,
+            confirmations: c.contract_confirmations,
+            key_file: c.contract_key_file.clone(),
+            max_result_bytes: c.contract_max_result_bytes,
+        })
+    }
+
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs_f64(self.config.grace_period)
     }
@@ -576,6 +676,19 @@ pub struct Overrides {
     #[arg(long = "ipfs-endpoint", value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipfs_endpoint: Option<String>,
+    /// The TaskRegistry contract's address: its TaskSubmitted events are the tasks, and
+    /// results are posted to it (with contract_rpc, contract_key_file).
+    #[arg(long = "contract-address", value_name = "ADDRESS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_address: Option<String>,
+    /// The chain's JSON-RPC URL.
+    #[arg(long = "contract-rpc", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_rpc: Option<String>,
+    /// File holding the executor's hex private key.
+    #[arg(long = "contract-key-file", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_key_file: Option<PathBuf>,
     /// JSON-lines task file (- for stdin) instead of the placeholder tasks.
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

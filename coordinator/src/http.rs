@@ -204,8 +204,20 @@ async fn get_task(State(app): State<App>, id: Result<Path<String>, PathRejection
         Ok(Path(id)) => id,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    match app.intake.ledger().get(id.clone()).await {
-        Ok(Some(entry)) => Json(entry).into_response(),
+    let ledger = app.intake.ledger();
+    match ledger.get(id.clone()).await {
+        Ok(Some(entry)) => {
+            // With what sinks noted about its delivery (a transaction hash), if anything.
+            let notes = match ledger.notes(id).await {
+                Ok(n) => n,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            };
+            let mut v = serde_json::to_value(&entry).unwrap_or_default();
+            if let (false, Some(obj)) = (notes.is_empty(), v.as_object_mut()) {
+                obj.insert("notes".into(), serde_json::json!(notes));
+            }
+            Json(v).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -255,13 +267,16 @@ async fn list_tasks(
         },
     };
     let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    // The ledger writes the page's JSON itself (the SQLite one on its reader thread, one
+    // task at a time): the page is never held as entries and as text at once, and no async
+    // worker keeps the memory of building it.
     match app
         .intake
         .ledger()
-        .list(filter, q.after.unwrap_or(0), limit, MAX_LIST_BYTES)
+        .list_json(filter, q.after.unwrap_or(0), limit, MAX_LIST_BYTES)
         .await
     {
-        Ok(entries) => Json(entries).into_response(),
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -14,6 +14,7 @@
 //! (`watch`) and events. Each concept in its own module.
 
 pub mod backend;
+pub mod chain;
 pub mod config;
 pub mod election;
 pub mod http;

@@ -38,6 +38,7 @@ pub struct Metrics {
     backend_errors: Family<Labels, Counter>,
     publish_failures: Family<Labels, Counter>,
     unpublished: Family<Labels, Gauge>,
+    contract_posts: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,6 +60,12 @@ impl Metrics {
         let backend_errors = Family::<Labels, Counter>::default();
         let publish_failures = Family::<Labels, Counter>::default();
         let unpublished = Family::<Labels, Gauge>::default();
+        let contract_posts = Family::<Labels, Counter>::default();
+        registry.register(
+            "contract_posts",
+            "Results posted to the TaskRegistry contract, by outcome: posted (our transaction, confirmed), already_posted (the contract had it), failed (retried)",
+            contract_posts.clone(),
+        );
         registry.register("tasks", "Tasks published, by final status", tasks.clone());
         registry.register(
             "task_duration_seconds",
@@ -109,6 +116,7 @@ impl Metrics {
             backend_errors,
             publish_failures,
             unpublished,
+            contract_posts,
         }
     }
 
@@ -151,6 +159,13 @@ impl Metrics {
     pub fn publish_failed(&self, sink: &str) {
         self.publish_failures
             .get_or_create(&vec![("sink".into(), sink.into())])
+            .inc();
+    }
+
+    /// A post to the contract ended: `posted`, `already_posted` or `failed`.
+    pub fn contract_post(&self, outcome: &'static str) {
+        self.contract_posts
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
             .inc();
     }
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::metrics::Metrics;
-use crate::sink::ResultSink;
+use crate::sink::{ResultSink, Sent};
 use crate::task::TaskReport;
 
 /// The first wait before a failed sink is tried again.
@@ -70,6 +70,8 @@ struct Slot {
     sink: Box<dyn ResultSink>,
     name: String,
     backlog: VecDeque<Arc<TaskReport>>,
+    /// Sent, and not yet confirmed by the sink ([`Sent::Pending`]).
+    in_flight: HashMap<String, Arc<TaskReport>>,
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: Option<String>,
@@ -83,6 +85,8 @@ pub struct Publisher {
     delivered: Vec<(usize, String)>,
     health: Arc<PublishHealth>,
     metrics: Option<Arc<crate::reconciler::Observers>>,
+    /// Woken by a sink whose pending send ended: see [`Publisher::collect_completed`].
+    waker: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -99,12 +103,18 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(sinks: Vec<Box<dyn ResultSink>>, health: Arc<PublishHealth>) -> Self {
+        let waker = Arc::new(tokio::sync::Notify::new());
         let slots = sinks
             .into_iter()
+            .map(|mut sink| {
+                sink.set_waker(waker.clone());
+                sink
+            })
             .map(|sink| Slot {
                 name: sink.name(),
                 sink,
                 backlog: VecDeque::new(),
+                in_flight: HashMap::new(),
                 retry_at: None,
                 backoff: RETRY_FIRST,
                 last_error: None,
@@ -116,7 +126,47 @@ impl Publisher {
             delivered: Vec::new(),
             health,
             metrics: None,
+            waker,
         }
+    }
+
+    /// Resolves when a sink's pending send may have ended.
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        self.waker.clone()
+    }
+
+    /// Takes what the sinks' pending sends ended with: a delivered report counts as written
+    /// (see [`Publisher::take_delivered`]); a failed one goes back to the front of its
+    /// sink's backlog, retried with backoff. Returns the reports now published everywhere.
+    pub fn collect_completed(&mut self) -> Vec<Arc<TaskReport>> {
+        for i in 0..self.slots.len() {
+            let ended = self.slots[i].sink.completed();
+            if ended.is_empty() {
+                continue;
+            }
+            for (task_id, outcome) in ended {
+                let Some(report) = self.slots[i].in_flight.remove(&task_id) else {
+                    continue;
+                };
+                match outcome {
+                    Ok(()) => self.delivered_to(i, &task_id),
+                    Err(e) => {
+                        self.failed(i, &task_id, e.to_string());
+                        self.slots[i].backlog.push_front(report);
+                    }
+                }
+            }
+            if self.slots[i].backlog.is_empty() {
+                self.recovered(i);
+            }
+            self.show(i);
+        }
+        self.take_published()
+    }
+
+    /// Sends that a sink has started and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().map(|s| s.in_flight.len()).sum()
     }
 
     /// Counts failures and waiting reports in these observers' metrics.
@@ -228,7 +278,8 @@ impl Publisher {
     pub fn give_up(&mut self) -> usize {
         let mut lacking: BTreeMap<String, (Arc<TaskReport>, Vec<String>)> = BTreeMap::new();
         for slot in &mut self.slots {
-            for r in slot.backlog.drain(..) {
+            let in_flight: Vec<Arc<TaskReport>> = slot.in_flight.drain().map(|(_, r)| r).collect();
+            for r in slot.backlog.drain(..).chain(in_flight) {
                 lacking
                     .entry(r.task.task_id.clone())
                     .or_insert_with(|| (r.clone(), Vec::new()))
@@ -246,44 +297,65 @@ impl Publisher {
 
     /// Writes sink `i`'s backlog in order until it is empty or a write fails.
     fn flush(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
-        while let Some(report) = slot.backlog.front().cloned() {
-            match slot.sink.publish(&report) {
-                Ok(()) => {
-                    slot.backlog.pop_front();
-                    self.delivered.push((i, report.task.task_id.clone()));
-                    if let Some((n, _)) = self.missing.get_mut(&report.task.task_id) {
-                        *n = n.saturating_sub(1);
-                    }
+        while let Some(report) = self.slots[i].backlog.front().cloned() {
+            let task_id = report.task.task_id.clone();
+            match self.slots[i].sink.publish(&report) {
+                Ok(Sent::Done) => {
+                    self.slots[i].backlog.pop_front();
+                    self.delivered_to(i, &task_id);
+                }
+                Ok(Sent::Pending) => {
+                    self.slots[i].backlog.pop_front();
+                    self.slots[i].in_flight.insert(task_id, report);
                 }
                 Err(e) => {
-                    let message = e.to_string();
-                    warn!(task_id = %report.task.task_id, sink = %slot.name, "{message}; kept, retrying in {:.1} s", slot.backoff.as_secs_f64());
-                    if let Some(m) = self.metrics.as_ref().map(|o| &o.metrics) {
-                        m.publish_failed(&slot.name);
-                    }
-                    slot.retry_at = Some(Instant::now() + slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(RETRY_MAX);
-                    slot.last_error = Some(message);
+                    self.failed(i, &task_id, e.to_string());
                     break;
                 }
             }
         }
-        if slot.backlog.is_empty() {
-            slot.retry_at = None;
-            slot.backoff = RETRY_FIRST;
-            slot.last_error = None;
+        if self.slots[i].backlog.is_empty() {
+            self.recovered(i);
         }
         self.show(i);
+    }
+
+    /// Sink `i` has the report of `task_id`.
+    fn delivered_to(&mut self, i: usize, task_id: &str) {
+        self.delivered.push((i, task_id.to_owned()));
+        if let Some((n, _)) = self.missing.get_mut(task_id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Sink `i` failed on `task_id`'s report: it is tried again after the backoff.
+    fn failed(&mut self, i: usize, task_id: &str, message: String) {
+        let slot = &mut self.slots[i];
+        warn!(task_id = %task_id, sink = %slot.name, "{message}; kept, retrying in {:.1} s", slot.backoff.as_secs_f64());
+        if let Some(m) = self.metrics.as_ref().map(|o| &o.metrics) {
+            m.publish_failed(&slot.name);
+        }
+        slot.retry_at = Some(Instant::now() + slot.backoff);
+        slot.backoff = (slot.backoff * 2).min(RETRY_MAX);
+        slot.last_error = Some(message);
+    }
+
+    /// Sink `i` has nothing waiting to be retried.
+    fn recovered(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.retry_at = None;
+        slot.backoff = RETRY_FIRST;
+        slot.last_error = None;
     }
 
     /// Makes sink `i`'s state visible to `/readyz` and the metrics.
     fn show(&self, i: usize) {
         let slot = &self.slots[i];
+        let waiting = slot.backlog.len() + slot.in_flight.len();
         self.health
-            .set(&slot.name, slot.backlog.len(), slot.last_error.clone());
+            .set(&slot.name, waiting, slot.last_error.clone());
         if let Some(m) = self.metrics() {
-            m.unpublished(&slot.name, slot.backlog.len());
+            m.unpublished(&slot.name, waiting);
         }
     }
 
@@ -318,7 +390,7 @@ mod tests {
         fn name(&self) -> String {
             self.name.into()
         }
-        fn publish(&mut self, r: &TaskReport) -> Result<(), SinkError> {
+        fn publish(&mut self, r: &TaskReport) -> Result<Sent, SinkError> {
             if *self.broken.lock().unwrap() {
                 return Err(SinkError::Write {
                     task_id: r.task.task_id.clone(),
@@ -327,7 +399,7 @@ mod tests {
                 });
             }
             self.got.lock().unwrap().push(r.task.task_id.clone());
-            Ok(())
+            Ok(Sent::Done)
         }
     }
 
@@ -338,6 +410,7 @@ mod tests {
             input_cid: None,
             entry: None,
             limits: Default::default(),
+            invalid: None,
         };
         TaskReport::new(&task, ReportStatus::OK)
     }
@@ -389,6 +462,108 @@ mod tests {
             p.publish(report("c"), &[]).is_some(),
             "every sink has it at once"
         );
+    }
+
+    /// A sink that answers later: each send pends until the test ends it.
+    struct Later {
+        waker: Option<Arc<tokio::sync::Notify>>,
+        ended: Arc<Mutex<Vec<(String, bool)>>>,
+        sent: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ResultSink for Later {
+        fn name(&self) -> String {
+            "later".into()
+        }
+        fn set_waker(&mut self, waker: Arc<tokio::sync::Notify>) {
+            self.waker = Some(waker);
+        }
+        fn publish(&mut self, r: &TaskReport) -> Result<Sent, SinkError> {
+            self.sent.lock().unwrap().push(r.task.task_id.clone());
+            Ok(Sent::Pending)
+        }
+        fn completed(&mut self) -> Vec<(String, Result<(), SinkError>)> {
+            self.ended
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|(id, ok)| {
+                    let outcome = if ok {
+                        Ok(())
+                    } else {
+                        Err(SinkError::Post {
+                            task_id: id.clone(),
+                            target: "later".into(),
+                            reason: "reverted".into(),
+                        })
+                    };
+                    (id, outcome)
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_send_counts_only_when_it_ends_well_and_a_failed_one_is_sent_again() {
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let health = Arc::new(PublishHealth::default());
+        let mut p = Publisher::new(
+            vec![Box::new(Later {
+                waker: None,
+                ended: ended.clone(),
+                sent: sent.clone(),
+            })],
+            health.clone(),
+        );
+        let waker = p.waker();
+        assert!(
+            p.publish(report("a"), &[]).is_none(),
+            "pending is not published"
+        );
+        assert!(p.publish(report("b"), &[]).is_none());
+        assert_eq!((p.unpublished(), p.in_flight()), (2, 2));
+        assert!(p.take_delivered().is_empty(), "nothing to record yet");
+        assert!(health.problems().is_empty(), "pending is not failing");
+
+        ended
+            .lock()
+            .unwrap()
+            .extend([("a".to_string(), true), ("b".to_string(), false)]);
+        waker.notify_one();
+        let done: Vec<String> = p
+            .collect_completed()
+            .iter()
+            .map(|r| r.task.task_id.clone())
+            .collect();
+        assert_eq!(done, vec!["a"]);
+        assert_eq!(
+            p.take_delivered(),
+            vec![("later".to_string(), vec!["a".to_string()])]
+        );
+        assert_eq!((p.unpublished(), p.in_flight()), (1, 0));
+        assert!(
+            health.problems()[0].contains("reverted"),
+            "{:?}",
+            health.problems()
+        );
+
+        // The failed one is sent again once its backoff is over, and counts when it ends.
+        tokio::time::advance(RETRY_FIRST).await;
+        p.retry_due();
+        assert_eq!(*sent.lock().unwrap(), vec!["a", "b", "b"]);
+        ended.lock().unwrap().push(("b".to_string(), true));
+        let done = p.collect_completed();
+        assert_eq!(done.len(), 1);
+        assert_eq!(p.unpublished(), 0);
+        assert!(health.problems().is_empty());
+        // An ending the publisher did not ask for (a duplicate) changes nothing.
+        ended.lock().unwrap().push(("b".to_string(), true));
+        assert!(p.collect_completed().is_empty());
+        assert!(p
+            .take_delivered()
+            .iter()
+            .all(|(_, ids)| ids == &vec!["b".to_string()]));
     }
 
     #[tokio::test(start_paused = true)]

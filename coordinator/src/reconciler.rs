@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::backend::Backend;
+use crate::backend::{AttemptOutcome, Backend};
 use crate::ledger::{Accepted, Entry, Ledger, LedgerError, Phase};
 use crate::metrics::Metrics;
 use crate::publisher::{PublishHealth, Publisher};
@@ -462,8 +462,11 @@ async fn feed(
                 None => break,
             }
         }
-        if !batch.is_empty() && !accept_all(&intake, batch, &mut shutdown).await {
-            break;
+        if !batch.is_empty() {
+            if !accept_all(&intake, batch, &mut shutdown).await {
+                break;
+            }
+            source.accepted().await;
         }
         if ended {
             info!("the task source is drained");
@@ -549,10 +552,25 @@ async fn run_task(
     let before = entry.attempts.saturating_sub(1);
     let _flight = observers.metrics.in_flight();
     let began = std::time::Instant::now();
-    let ran = tokio::select! {
-        biased;
-        _ = cancel.wait_for(|c| *c) => None,
-        outcome = attempts(&task, &*backend, &settings, &observers) => Some(outcome),
+    let ran = match &task.invalid {
+        // Recorded by its source although malformed (an on-chain task): nothing to run.
+        Some(why) => Some((
+            AttemptOutcome {
+                status: ReportStatus::Runner(runner::Status::InvalidInput),
+                stage: Some(crate::task::Stage::Fetch),
+                result: None,
+                error: Some(format!("the task is malformed and was not run: {why}")),
+                failure: None,
+                retryable: false,
+                stages: Vec::new(),
+            },
+            0,
+        )),
+        None => tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => None,
+            outcome = attempts(&task, &*backend, &settings, &observers) => Some(outcome),
+        },
     };
     let Some((outcome, attempts)) = ran else {
         // It runs again from the start: what the cut-short run left goes (a Job that
@@ -681,12 +699,19 @@ async fn publish(
             error!("cannot read the unpublished reports: {e}; they are published at the next start")
         }
     }
+    let waker = publisher.waker();
     loop {
         let next_retry = publisher.next_retry();
         let received = tokio::select! {
             r = reports.recv() => r,
             () = sleep_until_some(next_retry), if next_retry.is_some() => {
                 publisher.retry_due();
+                let delivered = publisher.take_delivered();
+                record(&*ledger, delivered, &sinks).await;
+                continue;
+            }
+            () = waker.notified() => {
+                publisher.collect_completed();
                 let delivered = publisher.take_delivered();
                 record(&*ledger, delivered, &sinks).await;
                 continue;
@@ -713,18 +738,29 @@ async fn publish(
     }
     // Every task has finished: the sinks still failing get until the end of the grace
     // period, then what they lack is logged whole and counted (it stays in the ledger).
+    // Sends still pending (transactions waiting for confirmations) are waited for as long.
     let until = tokio::time::Instant::now() + final_grace;
     while publisher.unpublished() > 0 {
-        match publisher.next_retry() {
-            Some(at) if at <= until => {
-                tokio::time::sleep_until(at).await;
+        let next_retry = publisher.next_retry().filter(|at| *at <= until);
+        if next_retry.is_none() && publisher.in_flight() == 0 {
+            publisher.retry_now();
+            break;
+        }
+        tokio::select! {
+            () = sleep_until_some(next_retry), if next_retry.is_some() => {
                 publisher.retry_due();
             }
-            _ => {
+            () = waker.notified() => {
+                publisher.collect_completed();
+            }
+            () = tokio::time::sleep_until(until) => {
+                publisher.collect_completed();
                 publisher.retry_now();
                 break;
             }
         }
+        let delivered = publisher.take_delivered();
+        record(&*ledger, delivered, &sinks).await;
     }
     let delivered = publisher.take_delivered();
     record(&*ledger, delivered, &sinks).await;
@@ -839,9 +875,9 @@ mod tests {
         fn name(&self) -> String {
             "collect".into()
         }
-        fn publish(&mut self, r: &TaskReport) -> Result<(), crate::sink::SinkError> {
+        fn publish(&mut self, r: &TaskReport) -> Result<crate::sink::Sent, crate::sink::SinkError> {
             self.0.lock().unwrap().push(r.clone());
-            Ok(())
+            Ok(crate::sink::Sent::Done)
         }
     }
 
@@ -946,6 +982,32 @@ mod tests {
             "{}",
             summary.line()
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_task_is_answered_invalid_input_without_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(Flaky::new(0, false, Duration::ZERO));
+        let refused = Task::refused("bad".into(), "wasm_cid \"x y\": not a CID").unwrap();
+        let (summary, reports) = go(
+            ledger(dir.path()),
+            b.clone(),
+            vec![refused, task("good")],
+            settings(1),
+            None,
+        )
+        .await;
+        let bad = reports.iter().find(|r| r.task.task_id == "bad").unwrap();
+        assert_eq!(
+            (bad.status, bad.attempts),
+            (ReportStatus::Runner(Status::InvalidInput), 0)
+        );
+        assert!(
+            bad.error.as_deref().unwrap().contains("not a CID"),
+            "{bad:?}"
+        );
+        assert_eq!(b.calls.load(Ordering::SeqCst), 1, "only the good task ran");
+        assert_eq!((summary.ok, summary.infrastructure_failures), (1, 0));
     }
 
     #[tokio::test]

@@ -12,8 +12,20 @@ pub trait ResultSink: Send {
     /// How logs, metrics and `/readyz` name this sink: `stdout`, `file results.jsonl`.
     fn name(&self) -> String;
 
-    /// Writes one report, whole or not at all (as far as the sink allows).
-    fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError>;
+    /// Writes one report, whole or not at all (as far as the sink allows), or starts
+    /// sending it ([`Sent::Pending`]: the sink says how it went through
+    /// [`ResultSink::completed`]).
+    fn publish(&mut self, report: &TaskReport) -> Result<Sent, SinkError>;
+
+    /// The sends that [`Sent::Pending`] started and that have ended since the last call, by
+    /// task id. A failed one is offered again later.
+    fn completed(&mut self) -> Vec<(String, Result<(), SinkError>)> {
+        Vec::new()
+    }
+
+    /// Given the [`Notify`](tokio::sync::Notify) to wake the publisher with when a pending
+    /// send ends. Sinks that finish every write in `publish` ignore it.
+    fn set_waker(&mut self, _waker: std::sync::Arc<tokio::sync::Notify>) {}
 
     /// At start-up, before anything is published: of `candidates` (tasks whose reports
     /// the ledger does not know this sink to have, in the order they would have been
@@ -22,6 +34,15 @@ pub trait ResultSink: Send {
     fn reconcile(&mut self, _candidates: &[String]) -> Result<Vec<String>, SinkError> {
         Ok(Vec::new())
     }
+}
+
+/// What [`ResultSink::publish`] did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The sink has it.
+    Done,
+    /// On its way (a transaction waiting for its confirmations): the sink tells later.
+    Pending,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +59,12 @@ pub enum SinkError {
         target: String,
         #[source]
         source: io::Error,
+    },
+    #[error("cannot post the result of {task_id} to {target}: {reason}")]
+    Post {
+        task_id: String,
+        target: String,
+        reason: String,
     },
 }
 
@@ -59,10 +86,11 @@ impl ResultSink for StdoutSink {
         "stdout".into()
     }
 
-    fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError> {
+    fn publish(&mut self, report: &TaskReport) -> Result<Sent, SinkError> {
         let mut out = io::stdout().lock();
         out.write_all(line(report).as_bytes())
             .and_then(|()| out.flush())
+            .map(|()| Sent::Done)
             .map_err(|source| SinkError::Write {
                 task_id: report.task.task_id.clone(),
                 target: "stdout".into(),
@@ -191,7 +219,7 @@ impl ResultSink for FileSink {
             })
     }
 
-    fn publish(&mut self, report: &TaskReport) -> Result<(), SinkError> {
+    fn publish(&mut self, report: &TaskReport) -> Result<Sent, SinkError> {
         // Where the line starts, to cut a partial write back off (a regular file only; a
         // device such as /dev/full has no length to go back to).
         let before = self
@@ -209,11 +237,13 @@ impl ResultSink for FileSink {
                 let _ = self.file.set_len(len);
             }
         }
-        written.map_err(|source| SinkError::Write {
-            task_id: report.task.task_id.clone(),
-            target: self.path.display().to_string(),
-            source,
-        })
+        written
+            .map(|()| Sent::Done)
+            .map_err(|source| SinkError::Write {
+                task_id: report.task.task_id.clone(),
+                target: self.path.display().to_string(),
+                source,
+            })
     }
 }
 
@@ -229,6 +259,7 @@ mod tests {
             input_cid: None,
             entry: None,
             limits: Default::default(),
+            invalid: None,
         };
         TaskReport::new(&task, ReportStatus::OK)
     }

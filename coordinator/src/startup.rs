@@ -15,6 +15,7 @@ use tracing::{error, info};
 use crate::backend::kubernetes::job::{self, JobError};
 use crate::backend::kubernetes::ledger::WasmTaskLedger;
 use crate::backend::{Backend, KubernetesBackend, KubernetesError, LocalBackend, LocalError};
+use crate::chain::{self, sink::ContractSink, source::check_chain, source::ContractSource};
 use crate::config::{self, BackendKind, ConfigError};
 use crate::election::{self, ElectionError};
 use crate::http::{self, Readiness};
@@ -39,6 +40,15 @@ pub const EXIT_CONFIG: u8 = 2;
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("contract_address = {address} (from {origin}): {source}")]
+    Chain {
+        address: String,
+        origin: String,
+        #[source]
+        source: crate::chain::ChainError,
+    },
+    #[error("configuration: tasks (from {tasks}) and contract_address (from {contract}) are both set; the contract is the task source when its address is set: unset one")]
+    TwoSources { tasks: String, contract: String },
     #[error("configuration: job_template = {path} (from {origin}): cannot read it: {source}")]
     TemplateUnreadable {
         path: PathBuf,
@@ -126,7 +136,11 @@ impl StartupError {
         match self {
             StartupError::Election(_)
             | StartupError::Adoption { .. }
-            | StartupError::LedgerNotReady { .. } => EXIT_INFRA,
+            | StartupError::LedgerNotReady { .. }
+            | StartupError::Chain {
+                source: crate::chain::ChainError::Rpc { .. },
+                ..
+            } => EXIT_INFRA,
             _ => EXIT_CONFIG,
         }
     }
@@ -188,15 +202,34 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         }
     };
     info!("ledger: {}", ledger.describe());
+    let chain = loaded.chain_settings();
+    let chain_error = |source| StartupError::Chain {
+        address: c.contract_address.trim().to_owned(),
+        origin: loaded.source_of("contract_address"),
+        source,
+    };
     let primary: Box<dyn TaskSource> =
-        match &c.tasks {
-            Some(path) => Box::new(JsonLinesSource::open(path).await.map_err(|source| {
-                StartupError::Tasks {
-                    origin: loaded.source_of("tasks"),
-                    source,
-                }
-            })?),
-            None => Box::new(PlaceholderSource::new(c.scenario)),
+        match (&chain, &c.tasks) {
+            (Some(_), Some(_)) => {
+                return Err(StartupError::TwoSources {
+                    tasks: loaded.source_of("tasks"),
+                    contract: loaded.source_of("contract_address"),
+                })
+            }
+            (Some(settings), None) => Box::new(
+                ContractSource::connect(settings.clone(), ledger.clone(), c.once)
+                    .await
+                    .map_err(chain_error)?,
+            ),
+            (None, Some(path)) => {
+                Box::new(JsonLinesSource::open(path).await.map_err(|source| {
+                    StartupError::Tasks {
+                        origin: loaded.source_of("tasks"),
+                        source,
+                    }
+                })?)
+            }
+            (None, None) => Box::new(PlaceholderSource::new(c.scenario)),
         };
     let mut sinks: Vec<Box<dyn ResultSink>> = vec![Box::new(StdoutSink)];
     if let Some(path) = &c.results {
@@ -207,8 +240,22 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         })?;
         sinks.push(Box::new(sink));
     }
-
     let observers = Arc::new(Observers::default());
+    if let Some(settings) = &chain {
+        let chain_id = check_chain(&chain::source::reader(&settings.rpc), settings)
+            .await
+            .map_err(chain_error)?;
+        let sink = ContractSink::connect(
+            settings.clone(),
+            chain_id,
+            observers.clone(),
+            ledger.clone(),
+        )
+        .await
+        .map_err(chain_error)?;
+        sinks.push(Box::new(sink));
+    }
+
     let intake = Arc::new(Intake::new(ledger.clone()));
     // Whether this replica takes tasks: always, unless leader election says otherwise.
     let leading = Arc::new(AtomicBool::new(!c.leader_election));

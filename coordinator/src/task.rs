@@ -19,6 +19,8 @@ pub const MAX_TASK_ID_BYTES: usize = 256;
 pub const MAX_ENTRY_BYTES: usize = 256;
 /// The longest CID accepted for parsing (a sha2-256 CIDv1 in base32 is 59 characters).
 pub const MAX_CID_BYTES: usize = 128;
+/// The longest reason a refused task ([`Task::invalid`]) carries, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
 /// The longest time limit a task or the coordinator (`task_timeout`) may set: a week.
 pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86400;
 
@@ -33,6 +35,11 @@ pub struct Task {
     /// Limits the task asks for, below the coordinator's own; `{}` when it asks for none.
     #[serde(default, skip_serializing_if = "TaskLimits::is_none")]
     pub limits: TaskLimits,
+    /// Why this task cannot run, when a source had to record a malformed task rather than
+    /// drop it (a `TaskSubmitted` event on chain gets an answer either way): the task then
+    /// holds only its id and this reason ([`Task::refused`]), and ends `invalid_input` unrun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// Limits a task may ask for (`"limits": {"timeout_seconds": 5, "fuel": 1000000}`). Each
@@ -119,6 +126,8 @@ struct TaskFields {
     entry: Option<String>,
     #[serde(default)]
     limits: Option<TaskLimits>,
+    #[serde(default)]
+    invalid: Option<String>,
 }
 
 impl TryFrom<TaskFields> for Task {
@@ -131,6 +140,7 @@ impl TryFrom<TaskFields> for Task {
             input_cid: f.input_cid,
             entry: f.entry,
             limits: f.limits.unwrap_or_default(),
+            invalid: f.invalid,
         }
         .validate()
     }
@@ -174,6 +184,14 @@ impl Task {
     /// limits are in range. Empty optional fields count as absent.
     pub fn validate(mut self) -> Result<Task, TaskError> {
         check_name("task_id", &self.task_id, MAX_TASK_ID_BYTES)?;
+        if let Some(why) = &self.invalid {
+            check_name("invalid", why, MAX_REASON_BYTES)?;
+            self.wasm_cid = String::new();
+            self.input_cid = None;
+            self.entry = None;
+            self.limits = TaskLimits::default();
+            return Ok(self);
+        }
         self.input_cid = self.input_cid.filter(|c| !c.trim().is_empty());
         self.entry = self.entry.filter(|e| !e.is_empty());
         if let Some(entry) = &self.entry {
@@ -188,6 +206,29 @@ impl Task {
     }
 }
 
+impl Task {
+    /// A task a source must record although it cannot run (see [`Task::invalid`]): its id
+    /// and why, which names the fields as given (escaped and cut, so they log safely). It
+    /// holds no module, input or entry: nothing of it is run or fetched.
+    pub fn refused(task_id: String, why: &str) -> Result<Task, TaskError> {
+        let mut why = logging::escape(why);
+        let mut cut = MAX_REASON_BYTES.min(why.len());
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        why.truncate(cut);
+        Task {
+            task_id,
+            wasm_cid: String::new(),
+            input_cid: None,
+            entry: None,
+            limits: TaskLimits::default(),
+            invalid: Some(why.trim().to_owned()),
+        }
+        .validate()
+    }
+}
+
 #[cfg(test)]
 impl Task {
     /// A valid task with this id (a CIDv0, no input, no entry), for tests.
@@ -198,6 +239,7 @@ impl Task {
             input_cid: None,
             entry: None,
             limits: TaskLimits::default(),
+            invalid: None,
         }
     }
 }
@@ -515,6 +557,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_refused_task_holds_its_id_and_a_safe_bounded_reason_and_round_trips() {
+        let raw = format!("wasm_cid \"bad\nERROR forged\" {}", "é".repeat(2000));
+        let t = Task::refused("evm:1:0xab:7".into(), &raw).unwrap();
+        let why = t.invalid.clone().unwrap();
+        assert!(why.len() <= MAX_REASON_BYTES, "{}", why.len());
+        assert!(!why.chars().any(logging::needs_escape), "{why}");
+        assert!(why.contains("bad"), "{why}");
+        assert_eq!(
+            (t.wasm_cid.as_str(), &t.input_cid, &t.entry),
+            ("", &None, &None)
+        );
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), t, "{json}");
+        assert_eq!(t.clone().validate(), Ok(t));
+        assert!(
+            Task::refused(String::new(), "x").is_err(),
+            "the id is still checked"
+        );
+    }
+
     proptest! {
         /// A task's limits only ever lower the maxima; what it asks below them it gets.
         #[test]
@@ -549,7 +612,7 @@ mod tests {
             id in any::<String>(),
             entry in proptest::option::of(any::<String>()),
         ) {
-            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry, limits: TaskLimits::default() };
+            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry, limits: TaskLimits::default(), invalid: None };
             if let Ok(t) = task.validate() {
                 for v in std::iter::once(&t.task_id).chain(t.entry.iter()) {
                     prop_assert!(!v.is_empty() && v.len() <= 256);

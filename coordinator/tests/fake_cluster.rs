@@ -95,6 +95,7 @@ fn job(
         input_cid: input.map(String::from),
         entry: Some(entry.into()),
         limits: TaskLimits::default(),
+        invalid: None,
     };
     build_job(template, &task, &settings)
 }
@@ -1145,8 +1146,8 @@ async fn the_wasm_task_schema_refuses_malformed_tasks_with_422_naming_the_field(
         (
             422,
             "Invalid",
-            r#"WasmTask.wasm-exec.io "bad" is invalid: spec.wasmCid: Required value"#,
-            vec!["spec.wasmCid"]
+            r#"WasmTask.wasm-exec.io "bad" is invalid: spec: Invalid value: "object": a task needs wasmCid (only a task recorded as refused, with invalid, has none)"#,
+            vec!["spec"]
         )
     );
     let s = refused(json!({"wasmCid": "QmOk", "entry": "e".repeat(257)})).await;

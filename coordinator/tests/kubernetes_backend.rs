@@ -368,6 +368,7 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
             input_cid: None,
             entry: None,
             limits: Default::default(),
+            invalid: None,
         },
         &settings(&k),
     );
@@ -1311,4 +1312,129 @@ fn without_the_custom_resource_startup_says_how_to_install_it() {
     run.expect_code(1);
     run.expect_stderr_mentions("kubectl apply -f k8s/crd.yaml", "the fix");
     assert_eq!(job_creates(&k), 0, "{}", run.describe());
+}
+
+#[test]
+fn cursors_live_in_a_config_map_and_notes_in_the_wasm_tasks_status() {
+    use coordinator::backend::kubernetes::ledger::{WasmTaskLedger, CURSORS};
+    use coordinator::ledger::{Accepted, Ledger};
+    use coordinator::task::Task;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let k = Kube::start(&[]);
+    with_client(&k, |client| async move {
+        let ttl = Duration::from_secs(3600);
+        let ledger = WasmTaskLedger::new(client.clone(), NS, ttl);
+        ledger.ready().await.unwrap();
+        let chain = || "chain:1:0xabc".to_string();
+        assert_eq!(ledger.cursor(chain()).await.unwrap(), None);
+        ledger.set_cursor(chain(), 41).await.unwrap();
+        ledger.set_cursor(chain(), 42).await.unwrap();
+        assert_eq!(ledger.cursor(chain()).await.unwrap(), Some(42));
+        let replica = WasmTaskLedger::new(client.clone(), NS, ttl);
+        assert_eq!(
+            replica.cursor(chain()).await.unwrap(),
+            Some(42),
+            "another replica reads the same cursor"
+        );
+        replica.set_cursor("chain:2:0xdef".into(), 7).await.unwrap();
+        assert_eq!(
+            ledger.cursor("chain:2:0xdef".into()).await.unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            ledger.cursor(chain()).await.unwrap(),
+            Some(42),
+            "two names are kept apart"
+        );
+
+        // The stand-in refuses a write on a stale resourceVersion, as the ledger expects.
+        let config_maps: Api<ConfigMap> = Api::namespaced(client, NS);
+        let mut stale = config_maps.get(CURSORS).await.unwrap();
+        ledger.set_cursor(chain(), 43).await.unwrap();
+        stale.data.as_mut().unwrap().insert("x".into(), "1".into());
+        match config_maps
+            .replace(CURSORS, &PostParams::default(), &stale)
+            .await
+        {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+            other => panic!("a stale resourceVersion is a conflict: {other:?}"),
+        }
+        assert_eq!(replica.cursor(chain()).await.unwrap(), Some(43));
+
+        let task: Task = serde_json::from_value(json!({
+            "task_id": "t",
+            "wasm_cid": "Qmakqmav82dp99fynQmoZHUr8UgmnmopakEmEaTeTnMHg1",
+        }))
+        .unwrap();
+        let accepted = ledger.accept(vec![task]).await.unwrap();
+        assert!(
+            matches!(accepted.as_slice(), [Accepted::New(_)]),
+            "{accepted:?}"
+        );
+        let key = || "tx contract 0xabc".to_string();
+        ledger.note("t".into(), key(), "0x01".into()).await.unwrap();
+        ledger.note("t".into(), key(), "0x02".into()).await.unwrap();
+        let notes = ledger.notes("t".into()).await.unwrap();
+        assert_eq!(notes.get(&key()).map(String::as_str), Some("0x02"));
+        let notes = replica.notes("t".into()).await.unwrap();
+        assert_eq!(
+            notes.get(&key()).map(String::as_str),
+            Some("0x02"),
+            "another replica reads the notes from the API server"
+        );
+        // Another replica notes over this one's last write: this one reads it, and its own
+        // next note (on a stale copy: a conflict, read again) keeps it.
+        replica
+            .note("t".into(), key(), "0x03".into())
+            .await
+            .unwrap();
+        let notes = ledger.notes("t".into()).await.unwrap();
+        assert_eq!(
+            notes.get(&key()).map(String::as_str),
+            Some("0x03"),
+            "the notes another replica wrote are read"
+        );
+        ledger
+            .note("t".into(), "tx other".into(), "0x04".into())
+            .await
+            .unwrap();
+        assert!(ledger
+            .note("nope".into(), key(), "0x".into())
+            .await
+            .is_err());
+        assert!(ledger.notes("nope".into()).await.unwrap().is_empty());
+    });
+
+    let out = kubectl(&k, &["get", "configmap", CURSORS, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "wasm-exec-coordinator",
+        "{cm:#}"
+    );
+    let data = cm["data"].as_object().unwrap();
+    assert_eq!(data.len(), 2, "one key per cursor: {cm:#}");
+    assert!(data.values().any(|v| v == "43") && data.values().any(|v| v == "7"));
+    assert_eq!(k.cluster.config_maps(NS).len(), 1);
+
+    let tasks = kubectl(&k, &["get", "wasmtasks", "-o", "json"]);
+    assert!(
+        tasks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tasks.stderr)
+    );
+    let list: Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    let [wt] = list["items"].as_array().unwrap().as_slice() else {
+        panic!("one WasmTask: {list:#}");
+    };
+    assert_eq!(
+        wt["status"]["notes"],
+        json!({"tx contract 0xabc": "0x03", "tx other": "0x04"}),
+        "{wt:#}"
+    );
 }

@@ -53,6 +53,9 @@ pub struct Unpublished {
     pub delivered: Vec<String>,
 }
 
+/// Notes about a task, by key (see [`Ledger::note`]).
+pub type Notes = std::collections::BTreeMap<String, String>;
+
 /// How many tasks are in each phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -106,8 +109,17 @@ pub enum LedgerError {
     Unknown(String),
     #[error("ledger: {0}")]
     Transition(#[from] TransitionError),
-    #[error("the ledger {0} stopped (its writer thread ended); the coordinator cannot go on")]
+    #[error(
+        "the ledger {0} stopped (its writer or reader thread ended); the coordinator cannot go on"
+    )]
     Stopped(PathBuf),
+    /// Never seen: an entry's types always serialize (no map with other than string keys).
+    #[error("ledger: task {task_id:?} does not serialize: {source}")]
+    Serialize {
+        task_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("ledger: {doing}: {source}")]
     Kubernetes {
         doing: String,
@@ -168,7 +180,45 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         max_bytes: usize,
     ) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>>;
 
+    /// [`Ledger::list`] as the JSON array `GET /tasks` answers with. The SQLite ledger
+    /// overrides it to write each task as it reads it, holding one at a time.
+    fn list_json(
+        &self,
+        filter: Option<Filter>,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'_, Result<Vec<u8>, LedgerError>> {
+        Box::pin(async move {
+            let mut json = JsonList::default();
+            for e in self.list(filter, after, limit, max_bytes).await? {
+                json.push(&e)?;
+            }
+            Ok(json.finish())
+        })
+    }
+
     fn counts(&self) -> BoxFuture<'_, Result<Counts, LedgerError>>;
+
+    /// Records a note about a task beside its report: what a sink knows of its delivery
+    /// (the contract sink's transaction hash, under `tx <sink>`). Shown by `GET
+    /// /tasks/{id}`; a later note under the same key replaces the earlier.
+    fn note(
+        &self,
+        task_id: String,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), LedgerError>>;
+
+    /// A task's notes, by key.
+    fn notes(&self, task_id: String) -> BoxFuture<'_, Result<Notes, LedgerError>>;
+
+    /// A source's saved position (the chain source's next block), if it saved one.
+    fn cursor(&self, name: String) -> BoxFuture<'_, Result<Option<u64>, LedgerError>>;
+
+    /// Saves a source's position, durably. A source saves it only once the tasks before
+    /// it are accepted.
+    fn set_cursor(&self, name: String, value: u64) -> BoxFuture<'_, Result<(), LedgerError>>;
 
     /// Resolves when tasks may have been added by someone other than this coordinator's
     /// sources (a WasmTask created with kubectl); never, where only the sources add.
@@ -185,10 +235,60 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
+/// A JSON array of entries, written one entry at a time: the same bytes as
+/// `serde_json::to_vec` of them all, without holding them all.
+#[derive(Debug, Default)]
+pub struct JsonList {
+    bytes: Vec<u8>,
+}
+
+impl JsonList {
+    pub fn push(&mut self, e: &Entry) -> Result<(), LedgerError> {
+        self.bytes
+            .push(if self.bytes.is_empty() { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.bytes, e).map_err(|source| LedgerError::Serialize {
+            task_id: e.task_id.clone(),
+            source,
+        })
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        if self.bytes.is_empty() {
+            self.bytes.push(b'[');
+        }
+        self.bytes.push(b']');
+        self.bytes
+    }
+}
+
 /// Milliseconds since the Unix epoch, as the ledger records times.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_list_is_the_same_bytes_as_the_entries_serialized_at_once() {
+        let entries: Vec<Entry> = ["a", "b", "c"]
+            .iter()
+            .zip(1..)
+            .map(|(id, seq)| Entry::queued(Task::example(id), seq, 1_700_000_000_000))
+            .collect();
+        for n in 0..=entries.len() {
+            let mut json = JsonList::default();
+            for e in &entries[..n] {
+                json.push(e).unwrap();
+            }
+            assert_eq!(
+                String::from_utf8(json.finish()).unwrap(),
+                serde_json::to_string(&entries[..n]).unwrap()
+            );
+        }
+    }
 }

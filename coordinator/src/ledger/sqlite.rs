@@ -10,19 +10,20 @@
 //! Writes go through one writer thread that commits whatever is waiting in one transaction
 //! (group commit: under load, many tasks share one fsync), each operation inside its own
 //! savepoint so a refused one changes nothing and fails alone. Callers hear back only
-//! after the commit. Reads use a second connection (WAL lets them run beside the writer).
+//! after the commit. Reads use a second connection, on a reader thread of their own (WAL
+//! lets them run beside the writer).
 //!
 //! An exclusive lock on `<path>.lock` keeps a second coordinator off the same file.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use tokio::sync::oneshot;
 
 use super::state::{self, Accepted, Entry, Phase, Transition};
-use super::{now_ms, Counts, Filter, Ledger, LedgerError, Unpublished};
+use super::{now_ms, Counts, Filter, JsonList, Ledger, LedgerError, Notes, Unpublished};
 use crate::backend::BoxFuture;
 use crate::task::{ReportStatus, Task, TaskReport};
 
@@ -53,11 +54,20 @@ CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE INDEX IF NOT EXISTS tasks_outbox ON tasks (done_seq) WHERE state = 'done' AND published = 0;
 -- MAX(done_seq) at every finish: without it, a scan of the whole table each time.
 CREATE INDEX IF NOT EXISTS tasks_by_done_seq ON tasks (done_seq);
+-- Notes beside a task's report (Ledger::note): e.g. the contract sink's transaction hash.
+CREATE TABLE IF NOT EXISTS notes (
+    task_id TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (task_id, key)
+);
 ";
 
 const COLUMNS: &str = "seq, task_id, task, state, status, attempts, accepted_at, started_at, finished_at, report, published, delivered";
 
 type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
+/// One read, with where its answer goes: run on the reader thread with its connection.
+type Read = Box<dyn FnOnce(&Path, &Connection) + Send>;
 /// How to answer an operation once its transaction's fate is known (`Some(why)`: the
 /// commit failed).
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -74,13 +84,20 @@ enum Op {
         sinks: Vec<String>,
         reply: Reply<()>,
     },
+    SetCursor(String, u64, Reply<()>),
+    Note {
+        task_id: String,
+        key: String,
+        value: String,
+        reply: Reply<()>,
+    },
 }
 
 #[derive(Debug)]
 pub struct SqliteLedger {
     path: PathBuf,
     writer: Mutex<mpsc::Sender<Op>>,
-    reader: Arc<Mutex<Connection>>,
+    reader: mpsc::Sender<Read>,
     /// Held for the ledger's life: the lock on `<path>.lock`.
     _lock: File,
 }
@@ -132,10 +149,16 @@ impl SqliteLedger {
             .name("ledger-writer".into())
             .spawn(move || write_loop(&owned, &mut writer, &rx))
             .map_err(|e| open_err(Box::new(e)))?;
+        let (reads, rx) = mpsc::channel();
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("ledger-reader".into())
+            .spawn(move || read_loop(&owned, &reader, &rx))
+            .map_err(|e| open_err(Box::new(e)))?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(tx),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: reads,
             _lock: lock_file,
         })
     }
@@ -161,23 +184,24 @@ impl SqliteLedger {
         })
     }
 
-    /// Runs `f` on the reader connection, off the async threads.
+    /// Runs `f` on the reader thread, with its connection.
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Path, &Connection) -> Result<T, LedgerError> + Send + 'static,
     ) -> BoxFuture<'_, Result<T, LedgerError>> {
-        let reader = self.reader.clone();
-        let path = self.path.clone();
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .reader
+            .send(Box::new(move |path: &Path, c: &Connection| {
+                let _ = reply.send(f(path, c));
+            }));
         Box::pin(async move {
-            let stopped = path.clone();
-            tokio::task::spawn_blocking(move || {
-                let conn = reader
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                f(&path, &conn)
-            })
-            .await
-            .unwrap_or_else(|_| Err(LedgerError::Stopped(stopped)))
+            if sent.is_err() {
+                return Err(LedgerError::Stopped(self.path.clone()));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(LedgerError::Stopped(self.path.clone())))
         })
     }
 }
@@ -265,6 +289,20 @@ fn write_loop(path: &Path, conn: &mut Connection, rx: &mpsc::Receiver<Op>) {
     }
 }
 
+/// The reader thread: runs each read in turn on its own connection. Ends when every
+/// sender is gone.
+///
+/// One long-lived thread rather than the runtime's blocking pool: every read allocates on
+/// this thread, so its memory is reused from one read to the next (glibc's malloc gives
+/// each thread an arena of its own, and a pool thread keeps the freed memory of the
+/// reads it ran in its arena: measured, listing 100 000 tasks in pages left ~8 MiB
+/// behind in four arenas). A read that panics fails alone (its caller hears `Stopped`).
+fn read_loop(path: &Path, conn: &Connection, rx: &mpsc::Receiver<Read>) {
+    while let Ok(read) = rx.recv() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(path, conn)));
+    }
+}
+
 /// Answers `op` with a failed commit.
 fn fail(op: Op, path: &Path, why: &str) {
     let err = || LedgerError::Commit {
@@ -278,6 +316,8 @@ fn fail(op: Op, path: &Path, why: &str) {
         Op::Finish(_, r) => drop(r.send(Err(err()))),
         Op::Requeue(_, r) => drop(r.send(Err(err()))),
         Op::Delivered { reply, .. } => drop(reply.send(Err(err()))),
+        Op::SetCursor(_, _, r) => drop(r.send(Err(err()))),
+        Op::Note { reply, .. } => drop(reply.send(Err(err()))),
     }
 }
 
@@ -347,7 +387,43 @@ fn apply_op(path: &Path, tx: &Transaction<'_>, op: Op) -> Answer {
             let r = in_savepoint(path, tx, |c| delivered(path, c, &sink, task_ids, &sinks));
             answer(path, reply, r)
         }
+        Op::SetCursor(name, value, reply) => {
+            let r = tx
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![cursor_key(&name), value as i64],
+                )
+                .map(|_| ())
+                .map_err(sql(path, format!("saving the cursor of {name}")));
+            answer(path, reply, r)
+        }
+        Op::Note {
+            task_id,
+            key,
+            value,
+            reply,
+        } => {
+            let r = tx
+                .execute(
+                    "INSERT INTO notes (task_id, key, value) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM tasks WHERE task_id = ?1) ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value",
+                    params![task_id, key, value],
+                )
+                .map_err(sql(path, format!("noting {key} of task {task_id:?}")))
+                .and_then(|n| {
+                    if n == 0 {
+                        Err(LedgerError::Unknown(task_id.clone()))
+                    } else {
+                        Ok(())
+                    }
+                });
+            answer(path, reply, r)
+        }
     }
+}
+
+/// A source's cursor in the `meta` table.
+fn cursor_key(name: &str) -> String {
+    format!("cursor {name}")
 }
 
 fn accept(path: &Path, c: &Connection, tasks: Vec<Task>) -> Result<Vec<Accepted>, LedgerError> {
@@ -602,6 +678,58 @@ fn select(
         .collect()
 }
 
+/// Hands `visit` each of up to `limit` tasks after sequence number `after` that pass
+/// `filter`, oldest first, while their tasks and reports add up to at most about
+/// `max_bytes` (at least one task). One row at a time: a page is never held whole.
+fn each_listed(
+    path: &Path,
+    c: &Connection,
+    filter: Option<Filter>,
+    after: u64,
+    limit: usize,
+    max_bytes: usize,
+    mut visit: impl FnMut(Entry) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let (clause, value) = match filter {
+        None => (
+            "WHERE seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+            String::new(),
+        ),
+        Some(Filter::Queued) => (
+            "WHERE state = 'queued' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+            String::new(),
+        ),
+        Some(Filter::Running) => (
+            "WHERE state = 'running' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
+            String::new(),
+        ),
+        Some(Filter::Status(s)) => (
+            "WHERE status = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3",
+            s.as_str().to_owned(),
+        ),
+    };
+    let query = format!("SELECT {COLUMNS} FROM tasks {clause}");
+    let mut stmt = c
+        .prepare_cached(&query)
+        .map_err(sql(path, "reading tasks"))?;
+    let mut rows = stmt
+        .query(params![after as i64, value, limit as i64])
+        .map_err(sql(path, "reading tasks"))?;
+    let mut bytes = 0usize;
+    let mut any = false;
+    while let Some(row) = rows.next().map_err(sql(path, "reading tasks"))? {
+        let r = raw(row).map_err(sql(path, "reading tasks"))?;
+        let size = r.task.len() + r.report.as_ref().map_or(0, String::len);
+        if any && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        visit(r.entry(path)?)?;
+        any = true;
+    }
+    Ok(())
+}
+
 impl Ledger for SqliteLedger {
     fn accept(&self, tasks: Vec<Task>) -> BoxFuture<'_, Result<Vec<Accepted>, LedgerError>> {
         self.write(|r| Op::Accept(tasks, r))
@@ -662,6 +790,51 @@ impl Ledger for SqliteLedger {
         self.read(move |path, c| by_id(path, c, &task_id))
     }
 
+    fn note(
+        &self,
+        task_id: String,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.write(move |reply| Op::Note {
+            task_id,
+            key,
+            value,
+            reply,
+        })
+    }
+
+    fn notes(&self, task_id: String) -> BoxFuture<'_, Result<Notes, LedgerError>> {
+        self.read(move |path, c| {
+            let doing = || format!("reading the notes of task {task_id:?}");
+            let mut stmt = c
+                .prepare_cached("SELECT key, value FROM notes WHERE task_id = ?1")
+                .map_err(sql(path, doing()))?;
+            let rows = stmt
+                .query_map([&task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql(path, doing()))?;
+            rows.collect::<Result<Notes, _>>()
+                .map_err(sql(path, doing()))
+        })
+    }
+
+    fn cursor(&self, name: String) -> BoxFuture<'_, Result<Option<u64>, LedgerError>> {
+        self.read(move |path, c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [cursor_key(&name)],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(sql(path, format!("reading the cursor of {name}")))
+        })
+    }
+
+    fn set_cursor(&self, name: String, value: u64) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.write(move |reply| Op::SetCursor(name, value, reply))
+    }
+
     fn list(
         &self,
         filter: Option<Filter>,
@@ -670,36 +843,28 @@ impl Ledger for SqliteLedger {
         max_bytes: usize,
     ) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
         self.read(move |path, c| {
-            let (clause, value) = match filter {
-                None => (
-                    "WHERE seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
-                    String::new(),
-                ),
-                Some(Filter::Queued) => (
-                    "WHERE state = 'queued' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
-                    String::new(),
-                ),
-                Some(Filter::Running) => (
-                    "WHERE state = 'running' AND seq > ?1 AND ?2 = ?2 ORDER BY seq LIMIT ?3",
-                    String::new(),
-                ),
-                Some(Filter::Status(s)) => (
-                    "WHERE status = ?2 AND seq > ?1 ORDER BY seq LIMIT ?3",
-                    s.as_str().to_owned(),
-                ),
-            };
-            let rows = select_raw(path, c, clause, params![after as i64, value, limit as i64])?;
             let mut out = Vec::new();
-            let mut bytes = 0usize;
-            for r in &rows {
-                let size = r.task.len() + r.report.as_ref().map_or(0, String::len);
-                if !out.is_empty() && bytes + size > max_bytes {
-                    break;
-                }
-                bytes += size;
-                out.push(r.entry(path)?);
-            }
+            each_listed(path, c, filter, after, limit, max_bytes, |e| {
+                out.push(e);
+                Ok(())
+            })?;
             Ok(out)
+        })
+    }
+
+    fn list_json(
+        &self,
+        filter: Option<Filter>,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'_, Result<Vec<u8>, LedgerError>> {
+        // Written on the reader thread, so a page's memory is this thread's, reused by the
+        // next page (see `read_loop`), not left in an async worker's arena.
+        self.read(move |path, c| {
+            let mut json = JsonList::default();
+            each_listed(path, c, filter, after, limit, max_bytes, |e| json.push(&e))?;
+            Ok(json.finish())
         })
     }
 
@@ -745,6 +910,8 @@ impl Ledger for SqliteLedger {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn task(id: &str) -> Task {
@@ -753,6 +920,33 @@ mod tests {
 
     fn open(dir: &Path) -> SqliteLedger {
         SqliteLedger::open(&dir.join("state/ledger.sqlite")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cursors_and_notes_are_durable_and_notes_need_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = open(dir.path());
+            assert_eq!(l.cursor("chain".into()).await.unwrap(), None);
+            l.set_cursor("chain".into(), 41).await.unwrap();
+            l.set_cursor("chain".into(), 42).await.unwrap();
+            l.set_cursor("other".into(), 7).await.unwrap();
+            l.accept(vec![task("t")]).await.unwrap();
+            l.note("t".into(), "tx sink".into(), "0xaa".into())
+                .await
+                .unwrap();
+            l.note("t".into(), "tx sink".into(), "0xbb".into())
+                .await
+                .unwrap();
+            let err = l.note("nope".into(), "tx sink".into(), "0x".into()).await;
+            assert!(matches!(err, Err(LedgerError::Unknown(_))), "{err:?}");
+        }
+        let l = open(dir.path());
+        assert_eq!(l.cursor("chain".into()).await.unwrap(), Some(42));
+        assert_eq!(l.cursor("other".into()).await.unwrap(), Some(7));
+        let notes = l.notes("t".into()).await.unwrap();
+        assert_eq!(notes.get("tx sink").map(String::as_str), Some("0xbb"));
+        assert!(l.notes("nope".into()).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -936,6 +1130,48 @@ mod tests {
             1,
             "at least one"
         );
+        for (filter, after, limit, max_bytes) in [
+            (None, 0, 4, usize::MAX),
+            (None, 4, 100, usize::MAX),
+            (None, 10, 100, usize::MAX),
+            (None, 0, 100, 1),
+            (Some(Filter::Running), 0, 100, usize::MAX),
+            (Some(Filter::Status(ReportStatus::OK)), 0, 100, usize::MAX),
+        ] {
+            let entries = l.list(filter, after, limit, max_bytes).await.unwrap();
+            assert_eq!(
+                String::from_utf8(l.list_json(filter, after, limit, max_bytes).await.unwrap())
+                    .unwrap(),
+                serde_json::to_string(&entries).unwrap(),
+                "{filter:?} after {after}, limit {limit}, max_bytes {max_bytes}"
+            );
+        }
+    }
+
+    /// Reads ran on the runtime's blocking pool, whose threads each kept the memory of the
+    /// pages they listed (glibc gives each thread its own malloc arena): listing 100 000
+    /// tasks left the coordinator with 1.39 times the RSS of listing 1 000.
+    #[tokio::test]
+    async fn every_read_runs_on_the_one_reader_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        for _ in 0..3 {
+            let thread = l
+                .read(|_, _| Ok(std::thread::current().name().map(str::to_owned)))
+                .await
+                .unwrap();
+            assert_eq!(thread.as_deref(), Some("ledger-reader"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(dir.path());
+        l.accept(vec![task("a")]).await.unwrap();
+        let failed = l.read(|_, _| -> Result<(), LedgerError> { panic!("a bug") });
+        assert!(matches!(failed.await, Err(LedgerError::Stopped(_))));
+        assert!(l.get("a".into()).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ pub use intake::{Intake, IntakeError};
 pub use jsonl::JsonLinesSource;
 pub use placeholder::{PlaceholderSource, SAMPLES};
 
+use crate::backend::BoxFuture;
 use crate::task::Task;
 
 /// What [`TaskSource::next_task`] gives: a task, `Ok(None)` when drained (no task will
@@ -32,6 +33,12 @@ pub trait TaskSource: Send {
     /// Entries skipped as bad so far (a task file's bad lines), for the summary.
     fn skipped(&self) -> u64 {
         0
+    }
+
+    /// Called once every task handed out so far is in the ledger: a source with a cursor
+    /// (the chain's next block) may move it now, never before.
+    fn accepted(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -92,6 +99,15 @@ impl TaskSource for Preloaded {
     fn skipped(&self) -> u64 {
         self.then.skipped()
     }
+
+    fn accepted(&mut self) -> BoxFuture<'_, ()> {
+        // The adopted tasks come first: once any of `then`'s were handed out, these are in.
+        if self.first.is_empty() {
+            self.then.accepted()
+        } else {
+            Box::pin(async {})
+        }
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +123,7 @@ mod tests {
             input_cid: None,
             entry: None,
             limits: Default::default(),
+            invalid: None,
         };
         let mut p = Preloaded::new(
             vec![adopted],

@@ -71,6 +71,7 @@ impl PlaceholderSource {
                 input_cid: Some(s.input_cid.into()),
                 entry: Some(s.entry.into()),
                 limits: Default::default(),
+                invalid: None,
             })
             .collect();
         Self { tasks }

@@ -423,6 +423,7 @@ pub fn task_of(job: &Job) -> Result<Task, JobError> {
             pod::env::ENTRY,
         ),
         limits,
+        invalid: None,
     })
 }
 
@@ -474,6 +475,7 @@ mod tests {
             input_cid: Some("QmI".into()),
             entry: Some("fib".into()),
             limits: Default::default(),
+            invalid: None,
         }
     }
 
@@ -881,7 +883,7 @@ mod tests {
             input in prop::option::of(dollar_text()),
             entry in prop::option::of(dollar_text()),
         ) {
-            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry, limits: TaskLimits::default() };
+            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry, limits: TaskLimits::default(), invalid: None };
             let job = build_job(&template(), &t, &settings());
             prop_assert_eq!(task_of(&job), Ok(t.clone()));
             let (fetcher, runner) = containers(&job);

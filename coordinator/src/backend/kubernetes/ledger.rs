@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -27,7 +28,7 @@ use super::wasm_task::{entry_of, for_task, name_of, status_of, task_of, WasmTask
 use crate::backend::BoxFuture;
 use crate::ledger::state::{self, Transition};
 use crate::ledger::{
-    now_ms, Accepted, Counts, Entry, Filter, Ledger, LedgerError, Phase, Unpublished,
+    now_ms, Accepted, Counts, Entry, Filter, Ledger, LedgerError, Notes, Phase, Unpublished,
 };
 use crate::task::{Task, TaskReport};
 
@@ -48,6 +49,11 @@ enum Write {
     Delivered {
         sink: String,
         sinks: Vec<String>,
+    },
+    /// A note beside the report ([`Ledger::note`]).
+    Note {
+        key: String,
+        value: String,
     },
 }
 
@@ -74,6 +80,8 @@ impl Index {
 
 pub struct WasmTaskLedger {
     api: Api<WasmTask>,
+    /// Where the sources' cursors are: the ConfigMap [`CURSORS`].
+    config_maps: Api<ConfigMap>,
     namespace: String,
     task_ttl: Duration,
     index: Arc<Mutex<Index>>,
@@ -100,6 +108,24 @@ impl Drop for WasmTaskLedger {
             }
         }
     }
+}
+
+/// The ConfigMap holding the sources' cursors (one key per source).
+pub const CURSORS: &str = "wasm-exec-cursors";
+/// Conflicting writes of the cursors tried before giving up.
+const CURSOR_TRIES: usize = 5;
+
+/// A ConfigMap key for a source's cursor name (keys allow `[-._a-zA-Z0-9]`).
+fn cursor_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn api_error(doing: String, source: kube::Error) -> LedgerError {
@@ -133,7 +159,8 @@ impl WasmTaskLedger {
     pub fn new(client: Client, namespace: &str, task_ttl: Duration) -> Self {
         let (synced_tx, synced) = watch::channel(false);
         Self {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
             task_ttl,
             index: Arc::default(),
@@ -205,8 +232,14 @@ impl WasmTaskLedger {
         };
         for _ in 0..=CONFLICT_RETRIES {
             let entry = entry_of(&current).map_err(|e| invalid(&current, e))?;
-            let mut have = current.status.clone().unwrap_or_default().delivered;
+            let before = current.status.clone().unwrap_or_default();
+            let mut have = before.delivered;
+            let mut notes = before.notes;
             let next = match &write {
+                Write::Note { key, value } => {
+                    notes.insert(key.clone(), value.clone());
+                    entry
+                }
                 Write::Transition(t) => state::apply(entry, t.clone(), now_ms())?,
                 Write::Delivered { sink, sinks } => {
                     if !have.contains(sink) {
@@ -220,7 +253,9 @@ impl WasmTaskLedger {
                 }
             };
             let mut wt = current.clone();
-            wt.status = Some(status_of(&next, &job_name(&next.task_id), &have));
+            let mut status = status_of(&next, &job_name(&next.task_id), &have);
+            status.notes = notes.clone();
+            wt.status = Some(status);
             match self
                 .api
                 .replace_status(&name, &PostParams::default(), &wt)
@@ -535,6 +570,33 @@ impl Ledger for WasmTaskLedger {
         })
     }
 
+    fn note(
+        &self,
+        task_id: String,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.transition(&task_id, Write::Note { key, value })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Read from the API server, not from the index: a replica's index holds only its own
+    /// writes until it leads, so its copy may lack what the leader noted since.
+    fn notes(&self, task_id: String) -> BoxFuture<'_, Result<Notes, LedgerError>> {
+        Box::pin(async move {
+            let name = self.lock_index().name_for(&task_id);
+            Ok(self
+                .fetch(&name)
+                .await?
+                .and_then(|wt| wt.status)
+                .map(|s| s.notes)
+                .unwrap_or_default())
+        })
+    }
+
     fn running(&self) -> BoxFuture<'_, Result<Vec<Entry>, LedgerError>> {
         Box::pin(async move {
             self.synced().await;
@@ -626,6 +688,86 @@ impl Ledger for WasmTaskLedger {
             })
             .await?;
             Ok(out)
+        })
+    }
+
+    fn cursor(&self, name: String) -> BoxFuture<'_, Result<Option<u64>, LedgerError>> {
+        Box::pin(async move {
+            let cm = self.config_maps.get_opt(CURSORS).await.map_err(|e| {
+                api_error(
+                    format!(
+                        "reading ConfigMap {CURSORS} in namespace {}",
+                        self.namespace
+                    ),
+                    e,
+                )
+            })?;
+            let value = cm
+                .and_then(|cm| cm.data)
+                .and_then(|d| d.get(&cursor_key(&name)).cloned());
+            match value {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| LedgerError::InvalidObject {
+                    name: format!("ConfigMap {CURSORS}"),
+                    reason: format!("the cursor of {name} is {v:?}, not a number"),
+                }),
+            }
+        })
+    }
+
+    fn set_cursor(&self, name: String, value: u64) -> BoxFuture<'_, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let doing = || {
+                format!(
+                    "saving the cursor of {name} in ConfigMap {CURSORS} in namespace {}",
+                    self.namespace
+                )
+            };
+            for _ in 0..CURSOR_TRIES {
+                let current = self
+                    .config_maps
+                    .get_opt(CURSORS)
+                    .await
+                    .map_err(|e| api_error(doing(), e))?;
+                let written = match current {
+                    None => {
+                        let mut cm = ConfigMap::default();
+                        cm.metadata.name = Some(CURSORS.into());
+                        cm.metadata.labels = Some(
+                            [(
+                                super::job::LABEL_MANAGED_BY.to_owned(),
+                                super::job::MANAGER.to_owned(),
+                            )]
+                            .into(),
+                        );
+                        cm.data = Some([(cursor_key(&name), value.to_string())].into());
+                        self.config_maps
+                            .create(&PostParams::default(), &cm)
+                            .await
+                            .map(|_| ())
+                    }
+                    Some(mut cm) => {
+                        cm.data
+                            .get_or_insert_with(Default::default)
+                            .insert(cursor_key(&name), value.to_string());
+                        // Checked against its resourceVersion: a concurrent write is a conflict.
+                        self.config_maps
+                            .replace(CURSORS, &PostParams::default(), &cm)
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                match written {
+                    Ok(()) => return Ok(()),
+                    // Changed (409) or deleted (404) since it was read: read it again.
+                    Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
+                    Err(e) => return Err(api_error(doing(), e)),
+                }
+            }
+            Err(LedgerError::Contended {
+                what: format!("ConfigMap {CURSORS}"),
+                tries: CURSOR_TRIES,
+            })
         })
     }
 

@@ -54,6 +54,8 @@ fn kind() -> String {
 pub struct WasmTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    /// Empty only for a task recorded as refused (`invalid`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub wasm_cid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_cid: Option<String>,
@@ -61,6 +63,9 @@ pub struct WasmTaskSpec {
     pub entry: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WasmTaskLimits>,
+    /// Why the task cannot run ([`Task::invalid`]): a malformed on-chain task, recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// `spec.limits`: the task's [`TaskLimits`] in the API's spelling.
@@ -98,6 +103,9 @@ pub struct WasmTaskStatus {
     pub report: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered: Vec<String>,
+    /// [`crate::ledger::Ledger::note`]s: e.g. the contract sink's transaction hash.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub notes: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -168,6 +176,7 @@ pub fn for_task(task: &Task, namespace: &str) -> WasmTask {
                 timeout_seconds: task.limits.timeout_seconds,
                 fuel: task.limits.fuel,
             }),
+            invalid: task.invalid.clone(),
         },
         status: None,
     }
@@ -193,6 +202,7 @@ pub fn task_of(wt: &WasmTask) -> Result<Task, TaskError> {
                 timeout_seconds: l.timeout_seconds,
                 fuel: l.fuel,
             }),
+        invalid: wt.spec.invalid.clone(),
     }
     .validate()
 }
@@ -301,6 +311,7 @@ pub fn status_of(entry: &Entry, job_name: &str, delivered: &[String]) -> WasmTas
         result_sha256,
         report: report.and_then(|r| serde_json::to_value(r).ok()),
         delivered: delivered.to_vec(),
+        notes: Default::default(),
         conditions,
     }
 }

@@ -37,6 +37,7 @@ fn built_in(res: Res) -> BuiltIn {
         Res::Jobs => ("job", &[], &["all"], &[STATUS]),
         Res::Pods => ("pod", &["po"], &["all"], &[STATUS, ("log", &["get"])]),
         Res::Leases => ("lease", &[], &[], &[]),
+        Res::ConfigMaps => ("configmap", &["cm"], &[], &[]),
         Res::CoreEvents | Res::Events => ("event", &["ev"], &[], &[]),
         Res::Crds => (
             "customresourcedefinition",

@@ -2,11 +2,11 @@
 //! the real `kube` client, or the real `kubectl`, against it.
 //!
 //! - [`api`]: an API server on 127.0.0.1 speaking the REST and watch protocol for Jobs, Pods
-//!   (and `pods/log`), Leases, both kinds of Events, CustomResourceDefinitions and the custom
-//!   resources they define (status subresource, Tables with printer columns, paging), over
-//!   the [`store`] (every object as JSON, one resourceVersion counter, the full change
-//!   history for watches); [`discovery`] has the discovery documents kubectl reads first,
-//!   and [`schema`] the OpenAPI v3 pruning and validation of custom resources.
+//!   (and `pods/log`), Leases, ConfigMaps, both kinds of Events, CustomResourceDefinitions and
+//!   the custom resources they define (status subresource, Tables with printer columns,
+//!   paging), over the [`store`] (every object as JSON, one resourceVersion counter, the full
+//!   change history for watches); [`discovery`] has the discovery documents kubectl reads
+//!   first, and [`schema`] the OpenAPI v3 pruning and validation of custom resources.
 //! - [`controller`]: the Job controller (pods from the template, podFailurePolicy,
 //!   backoffLimit, activeDeadlineSeconds, the 1.33 conditions) and the garbage collector's
 //!   part for objects whose owners are gone. Deleting an object deletes its dependents (by
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -358,6 +358,10 @@ impl FakeCluster {
 
     pub fn leases(&self, ns: &str) -> Vec<Lease> {
         self.snapshot(Res::Leases, ns)
+    }
+
+    pub fn config_maps(&self, ns: &str) -> Vec<ConfigMap> {
+        self.snapshot(Res::ConfigMaps, ns)
     }
 
     /// `v1` and `events.k8s.io/v1` Events, raw.

@@ -7,9 +7,10 @@
 //! integer, number, boolean), `properties`, `additionalProperties` (a schema),
 //! `x-kubernetes-preserve-unknown-fields`, `required`, `minLength`, `maxLength`, `pattern`,
 //! `enum`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` (the OpenAPI v3.0
-//! booleans), `items`, `format: date-time`, and one CEL rule in `x-kubernetes-validations`:
-//! `self == oldSelf`, in that literal form (on update the field must equal the old one).
-//! Any other CEL rule is not evaluated: it always passes, because the stand-in has no CEL
+//! booleans), `items`, `format: date-time`, and two CEL rules in `x-kubernetes-validations`,
+//! in these literal forms: `self == oldSelf` (on update the field must equal the old one)
+//! and `has(self.a) != has(self.b)` (exactly one of two fields is set). Any other CEL rule
+//! is not evaluated: it always passes, because the stand-in has no CEL
 //! interpreter. Not served: `nullable` (a null is a type error), other formats, `oneOf` and
 //! friends, `minItems`/`maxItems`/`uniqueItems`, `x-kubernetes-int-or-string`,
 //! `x-kubernetes-embedded-resource`, list-type uniqueness and validation ratcheting.
@@ -340,10 +341,19 @@ fn check_rules(
         .flatten()
     {
         let text = rule["rule"].as_str().unwrap_or("").trim();
-        if text != "self == oldSelf" {
-            continue;
-        }
-        if old.is_some_and(|o| o != v) {
+        let failed = if text == "self == oldSelf" {
+            old.is_some_and(|o| o != v)
+        } else if let Some(c) =
+            compiled(r"^has\(self\.(\w+)\) != has\(self\.(\w+)\)$").and_then(|re| {
+                re.captures(text)
+                    .map(|c| (c[1].to_string(), c[2].to_string()))
+            })
+        {
+            v.get(&c.0).is_some() == v.get(&c.1).is_some()
+        } else {
+            false
+        };
+        if failed {
             let message = match rule["message"].as_str() {
                 Some(m) if !m.is_empty() => m.to_string(),
                 _ => format!("failed rule: {text}"),

@@ -28,6 +28,7 @@ pub(crate) enum Res {
     Jobs,
     Pods,
     Leases,
+    ConfigMaps,
     CoreEvents,
     Events,
     /// `apiextensions.k8s.io/v1` CustomResourceDefinitions (cluster-scoped).
@@ -123,10 +124,11 @@ fn names_of(crd: &Value) -> Result<CustomNames, FieldError> {
 
 impl Res {
     /// The built-in resources.
-    const BUILT_IN: [Res; 6] = [
+    const BUILT_IN: [Res; 7] = [
         Res::Jobs,
         Res::Pods,
         Res::Leases,
+        Res::ConfigMaps,
         Res::CoreEvents,
         Res::Events,
         Res::Crds,
@@ -145,7 +147,7 @@ impl Res {
     pub(crate) fn api_version(self) -> &'static str {
         match self {
             Res::Jobs => "batch/v1",
-            Res::Pods | Res::CoreEvents => "v1",
+            Res::Pods | Res::ConfigMaps | Res::CoreEvents => "v1",
             Res::Leases => "coordination.k8s.io/v1",
             Res::Events => "events.k8s.io/v1",
             Res::Crds => "apiextensions.k8s.io/v1",
@@ -158,6 +160,7 @@ impl Res {
             Res::Jobs => "Job",
             Res::Pods => "Pod",
             Res::Leases => "Lease",
+            Res::ConfigMaps => "ConfigMap",
             Res::CoreEvents | Res::Events => "Event",
             Res::Crds => "CustomResourceDefinition",
             Res::Custom(n) => &n.kind,
@@ -169,6 +172,7 @@ impl Res {
             Res::Jobs => "jobs",
             Res::Pods => "pods",
             Res::Leases => "leases",
+            Res::ConfigMaps => "configmaps",
             Res::CoreEvents | Res::Events => "events",
             Res::Crds => "customresourcedefinitions",
             Res::Custom(n) => &n.plural,
