@@ -160,6 +160,26 @@ pub fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
         .map_err(|_| not_a_key("not a valid secp256k1 private key"))
 }
 
+/// The longest one JSON-RPC request may take: an endpoint that hangs is a failure, retried
+/// like any other, never a source or a sink stuck for good.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A JSON-RPC client for `rpc` whose requests time out ([`RPC_TIMEOUT`]).
+pub(crate) fn rpc_client(rpc: &Url) -> alloy::rpc::client::RpcClient {
+    use alloy::transports::http::reqwest;
+    let http = reqwest::Client::builder()
+        .timeout(RPC_TIMEOUT)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        // Only a TLS back end that cannot start fails here; the default one then serves.
+        .unwrap_or_default();
+    let transport = alloy::transports::http::Http::with_client(http, rpc.clone());
+    alloy::rpc::client::RpcClient::new(
+        transport,
+        alloy::transports::utils::guess_local_url(rpc.as_str()),
+    )
+}
+
 /// An RPC failure as a [`ChainError`], naming what was being done.
 pub(crate) fn rpc_error(rpc: &Url, doing: &str, e: impl std::fmt::Display) -> ChainError {
     ChainError::Rpc {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for ContractSink {
 fn contract_for(settings: &ChainSettings, signer: &PrivateKeySigner) -> Contract {
     let provider = ProviderBuilder::new()
         .wallet(signer.clone())
-        .connect_http(settings.rpc.clone())
+        .connect_client(super::rpc_client(&settings.rpc))
         .erased();
     TaskRegistry::new(settings.address, provider)
 }

@@ -70,7 +70,7 @@ impl std::fmt::Debug for ContractSource {
 pub fn reader(rpc: &super::Url) -> DynProvider {
     ProviderBuilder::new()
         .disable_recommended_fillers()
-        .connect_http(rpc.clone())
+        .connect_client(super::rpc_client(rpc))
         .erased()
 }
 
