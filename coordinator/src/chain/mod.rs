@@ -167,6 +167,9 @@ pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A JSON-RPC client for `rpc` whose requests time out ([`RPC_TIMEOUT`]).
 pub(crate) fn rpc_client(rpc: &Url) -> alloy::rpc::client::RpcClient {
     use alloy::transports::http::reqwest;
+    // reqwest is built with `rustls-no-provider`: it panics building a client unless a
+    // process default exists. ring, as kube's; an error only says one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(RPC_TIMEOUT)
         .connect_timeout(std::time::Duration::from_secs(10))

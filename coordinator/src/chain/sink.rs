@@ -204,6 +204,12 @@ async fn post(
     let pending = match call.send().await {
         Ok(p) => p,
         Err(e) => {
+            // No transaction went out, but its nonce may be taken in the cache: start
+            // afresh, or the next post would wait behind a gap.
+            *contract
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                contract_for(settings, signer);
             match e.as_decoded_interface_error::<TaskRegistry::TaskRegistryErrors>() {
                 Some(TaskRegistry::TaskRegistryErrors::AlreadyPosted(a)) => {
                     return Ok(Posted::Already(a.executor))
@@ -217,11 +223,6 @@ async fn post(
                 }
                 _ => {}
             }
-            // Its nonce may be taken in the cache without a transaction: start afresh.
-            *contract
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                contract_for(settings, signer);
             return Err(rpc_error(rpc, "sending postResult", e).to_string());
         }
     };
@@ -246,14 +247,47 @@ async fn confirmed(
 ) -> Result<Posted, String> {
     let rpc = &settings.rpc;
     let tx = *pending.tx_hash();
-    let receipt = pending
-        .with_required_confirmations(settings.confirmations.max(1))
+    let waiting = |e: &dyn std::fmt::Display| {
+        rpc_error(rpc, &format!("waiting for postResult transaction {tx}"), e).to_string()
+    };
+    // One confirmation through alloy, which then also polls for the receipt itself: its
+    // block watcher alone starts again from the head it next reads, so a block mined while
+    // the head could not be read was never seen, and the post waited out POST_TIMEOUT.
+    let mut receipt = pending
+        .with_required_confirmations(1)
         .with_timeout(Some(POST_TIMEOUT))
         .get_receipt()
         .await
-        .map_err(|e| {
-            rpc_error(rpc, &format!("waiting for postResult transaction {tx}"), e).to_string()
-        })?;
+        .map_err(|e| waiting(&e))?;
+    // The rest by the head, the receipt read again once deep enough: a post reorged away
+    // meanwhile is not taken for done.
+    let provider = current.provider();
+    let deadline = tokio::time::Instant::now() + POST_TIMEOUT;
+    loop {
+        let deep_at = receipt
+            .block_number
+            .unwrap_or_default()
+            .saturating_add(settings.confirmations.max(1) - 1);
+        let head = provider.get_block_number().await.map_err(|e| waiting(&e))?;
+        if head >= deep_at {
+            match provider
+                .get_transaction_receipt(tx)
+                .await
+                .map_err(|e| waiting(&e))?
+            {
+                Some(again) if again.block_hash == receipt.block_hash => break,
+                Some(again) => receipt = again,
+                None => return Err(format!("postResult transaction {tx} was reorged away")),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "postResult transaction {tx}: not {} blocks deep within {POST_TIMEOUT:?}",
+                settings.confirmations
+            ));
+        }
+        tokio::time::sleep(provider.client().poll_interval()).await;
+    }
     if receipt.status() {
         return Ok(Posted::Sent(tx));
     }

@@ -11,6 +11,7 @@
 
 mod env;
 pub use env::clean;
+pub mod chain;
 pub mod cluster;
 pub mod http;
 
