@@ -299,6 +299,17 @@ fn fifty_tasks_on_chain_are_each_run_and_posted_once_with_their_result_and_hash(
         again.describe()
     );
     assert_eq!(chain.posted_counts(), counts, "the second run posted");
+    // One transaction per task from the executor, none that reverted: its nonce counts
+    // every transaction it ever sent.
+    let sent = chain.rpc(
+        "eth_getTransactionCount",
+        json!([format!("{:#x}", chain.executor.address()), "latest"]),
+    );
+    let sent = u64::from_str_radix(sent.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        sent, 50,
+        "the executor sent {sent} transactions for 50 tasks"
+    );
 }
 
 #[test]
