@@ -39,32 +39,11 @@ step() { echo "==> $*"; }
 [ -f "$artifact" ] || die "no $artifact; run make contracts"
 case "$confirmations" in '' | *[!0-9]*) die "CONFIRMATIONS must be a whole number, not '$confirmations'" ;; esac
 
-scripts/ensure-chain-tools.sh
-anvil=$root/.tools/bin/anvil
-cast=$root/.tools/bin/cast
-
-# Everything the demo writes, the executor's key included, is in here and only readable by
+# Everything the demo writes, the executor's key included, is in $work and only readable by
 # this user.
 umask 077
-work=$(mktemp -d)
-anvil_pid=
-cleanup() {
-  if [ -n "$anvil_pid" ]; then
-    kill "$anvil_pid" 2>/dev/null || true
-    wait "$anvil_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A value of a JSON file, by a JavaScript expression over it (`j`): node is there already,
-# for solcjs.
-json() { # file expression
-  node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    const v = eval(process.argv[2]); console.log(typeof v === "string" ? v : JSON.stringify(v));' "$1" "$2"
-}
+# shellcheck source=scripts/anvil.sh
+. "$root/scripts/anvil.sh"
 
 # Sends a transaction from an unlocked dev account; its receipt lands in $work/receipt.json.
 send() { # what from args...
@@ -78,19 +57,8 @@ send() { # what from args...
 # 1. The chain. Port 0: anvil binds a free port itself and says which. Mixed mining: each
 # transaction is mined at once (the set-up is quick), and a block comes every BLOCK_TIME
 # seconds besides, so that blocks get deep while nobody sends anything.
-"$anvil" --host 127.0.0.1 --port 0 --hardfork cancun --block-time "$block_time" --mixed-mining \
-  >"$work/anvil.log" 2>&1 &
-anvil_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/^Listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/anvil.log")
-  [ -n "$port" ] && break
-  kill -0 "$anvil_pid" 2>/dev/null || { cat "$work/anvil.log" >&2; die "anvil exited at start"; }
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$work/anvil.log" >&2; die "anvil did not listen within 10 s"; }
-export ETH_RPC_URL=http://127.0.0.1:$port
-step "anvil $("$anvil" --version | sed -n '1s/^anvil Version: //p') on $ETH_RPC_URL, chain id $("$cast" chain-id), a block every $block_time s"
+start_anvil --block-time "$block_time" --mixed-mining
+step "anvil $(anvil_version) on $ETH_RPC_URL, chain id $("$cast" chain-id), a block every $block_time s"
 
 IFS=, read -r owner requester _ < <("$cast" rpc eth_accounts | tr -d '[]" ')
 [ -n "$requester" ] || die "anvil has fewer than two dev accounts"

@@ -11,28 +11,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 artifact=$root/contracts/TaskRegistry.json
-"$root/scripts/ensure-chain-tools.sh"
-anvil=$root/.tools/bin/anvil
-cast=$root/.tools/bin/cast
-
-work=$(mktemp -d)
-anvil_pid=
-cleanup() {
-  if [ -n "$anvil_pid" ]; then
-    kill "$anvil_pid" 2>/dev/null || true
-    wait "$anvil_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 checks=0
 fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
+die() { fail "$@"; }
+# shellcheck source=scripts/anvil.sh
+. "$root/scripts/anvil.sh"
 ok() {
   checks=$((checks + 1))
   echo "ok $checks - $*"
@@ -49,27 +35,11 @@ expect_eq() { # actual expected what
   ok "$3"
 }
 
-# Port 0: anvil binds a free port itself and says which, so no other process can take it
-# between a probe and the bind.
-"$anvil" --host 127.0.0.1 --port 0 --hardfork cancun >"$work/anvil.log" 2>&1 &
-anvil_pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/^Listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/anvil.log")
-  [ -n "$port" ] && break
-  kill -0 "$anvil_pid" 2>/dev/null || { cat "$work/anvil.log" >&2; fail "anvil exited at start"; }
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$work/anvil.log" >&2; fail "anvil did not listen within 10 s"; }
-export ETH_RPC_URL=http://127.0.0.1:$port
-echo "anvil $("$anvil" --version | sed -n '1s/^anvil Version: //p') on $ETH_RPC_URL"
+# Auto-mining: each transaction in a block of its own, at once.
+# shellcheck disable=SC2119
+start_anvil
+echo "anvil $(anvil_version) on $ETH_RPC_URL"
 
-# A value of a JSON file, by a JavaScript expression over it (`j`): node is there already,
-# for solcjs.
-json() { # file expression
-  node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    const v = eval(process.argv[2]); console.log(typeof v === "string" ? v : JSON.stringify(v));' "$1" "$2"
-}
 # The receipt's logs, one a line: address, topics and data, lowercase, separated by spaces.
 logs_of() { # receipt
   json "$1" 'j.logs.map((l) => [l.address, ...l.topics, l.data].join(" ").toLowerCase()).join("\n")'
