@@ -65,6 +65,10 @@ struct Index {
     /// published: the watch may still bring older versions of them, which must not
     /// bring them back. Each goes when the watch has caught up with it.
     gone: HashMap<String, u64>,
+    /// What this coordinator wrote since the watch began its last full list: the list may
+    /// miss it, so it is kept when the list is done. Nothing older is (a copy from before
+    /// the list that the list lacks was deleted or published meanwhile).
+    written_since_list: std::collections::HashSet<String>,
 }
 
 impl Index {
@@ -200,7 +204,13 @@ impl WasmTaskLedger {
         let Some(name) = wt.metadata.name.clone() else {
             return;
         };
+        // Without the watch (a replica that never led) nothing reads the index or would
+        // ever prune it: what it accepts through the API is not kept.
+        if self.started.get().is_none() {
+            return;
+        }
         let mut index = self.lock_index();
+        index.written_since_list.insert(name.clone());
         if keep(&wt) {
             index.tasks.insert(name, wt);
         } else {
@@ -395,7 +405,10 @@ async fn watch_index(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            watcher::Event::Init => buffer.clear(),
+            watcher::Event::Init => {
+                buffer.clear();
+                idx.written_since_list.clear();
+            }
             watcher::Event::InitApply(wt) => {
                 if let (true, Some(name)) = (keep(&wt), wt.metadata.name.clone()) {
                     buffer.insert(name, wt);
@@ -403,11 +416,12 @@ async fn watch_index(
             }
             watcher::Event::InitDone => {
                 // What this coordinator wrote itself while the list was being read may be
-                // missing from it: keep it (an object deleted meanwhile is dropped when a
-                // write to it finds it gone).
+                // missing from it: keep that (an object deleted meanwhile is dropped when a
+                // write to it finds it gone), and nothing else the list lacks.
                 let listed = std::mem::take(&mut buffer);
+                let written = std::mem::take(&mut idx.written_since_list);
                 let mut merged = std::mem::take(&mut idx.tasks);
-                merged.retain(|name, _| !listed.contains_key(name));
+                merged.retain(|name, _| !listed.contains_key(name) && written.contains(name));
                 merged.extend(listed);
                 idx.tasks = merged;
                 let _ = synced.send(true);
