@@ -897,7 +897,7 @@ mod tests {
 
     /// A ledger in `dir` (the same file across calls: a restart).
     fn ledger(dir: &std::path::Path) -> Arc<dyn Ledger> {
-        Arc::new(SqliteLedger::open(&dir.join("ledger.sqlite")).unwrap())
+        Arc::new(SqliteLedger::open_for_test(&dir.join("ledger.sqlite")))
     }
 
     async fn go(

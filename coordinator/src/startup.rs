@@ -156,6 +156,9 @@ pub fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, StartupE
 
 /// Runs the coordinator until its source is drained (`--once`) or it is told to stop.
 pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
+    // Caught from the first moment: a SIGTERM during start-up is a graceful stop as soon as
+    // there is something to stop, never the default death by signal.
+    let signalled = wait_for_signal();
     let c = &loaded.config;
     let identity = identity();
     let mut kube_backend = None;
@@ -292,7 +295,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     let stop_tx = Arc::new(stop_tx);
     let signals = stop_tx.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         info!("signal received");
         let _ = signals.send(Stop::Graceful);
     });
@@ -463,17 +466,23 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> 
     })
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now (from here on neither kills the process), and
+/// resolves when one comes.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

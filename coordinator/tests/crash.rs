@@ -288,6 +288,8 @@ fn tasks_posted_across_kill_9_are_each_run_and_published_once() {
     while s.results().len() < TASKS && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Started for sure (all may have been published before it was), then stopped.
+    spawned.wait_for_log("coordinator started", Duration::from_secs(60));
     spawned.signal(Signal::SIGTERM);
     let last = spawned.wait();
     last.expect_code(0);

@@ -206,6 +206,26 @@ impl SqliteLedger {
     }
 }
 
+#[cfg(test)]
+impl SqliteLedger {
+    /// Opens the ledger a test just dropped (a restart within one process). The lock can
+    /// outlive the drop for a moment: a process another test is starting holds a copy of
+    /// every descriptor, the lock's too, between its fork and its exec.
+    pub(crate) fn open_for_test(path: &Path) -> SqliteLedger {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SqliteLedger::open(path) {
+                Err(LedgerError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => {
+                    return other.unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+                }
+            }
+        }
+    }
+}
+
 /// The lock file beside the ledger: `ledger.sqlite.lock`.
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
@@ -919,7 +939,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> SqliteLedger {
-        SqliteLedger::open(&dir.join("state/ledger.sqlite")).unwrap()
+        SqliteLedger::open_for_test(&dir.join("state/ledger.sqlite"))
     }
 
     #[tokio::test]
