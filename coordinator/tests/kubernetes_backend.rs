@@ -1438,3 +1438,38 @@ fn cursors_live_in_a_config_map_and_notes_in_the_wasm_tasks_status() {
         "{wt:#}"
     );
 }
+
+/// A replica that never leads keeps nothing of what it accepts (nothing would read or prune
+/// it); the leader holds only what is still to run or to publish.
+#[test]
+fn a_follower_holds_no_task_in_memory_and_the_leader_only_those_in_flight() {
+    use coordinator::backend::kubernetes::ledger::WasmTaskLedger;
+    use coordinator::ledger::{Accepted, Ledger};
+    use coordinator::task::Task;
+    let k = Kube::start(&[]);
+    with_client(&k, |client| async move {
+        let ttl = Duration::from_secs(3600);
+        let task = |i: usize| -> Task {
+            serde_json::from_value(json!({
+                "task_id": format!("t{i}"),
+                "wasm_cid": "Qmakqmav82dp99fynQmoZHUr8UgmnmopakEmEaTeTnMHg1",
+            }))
+            .unwrap()
+        };
+        let follower = WasmTaskLedger::new(client.clone(), NS, ttl);
+        let accepted = follower.accept((0..20).map(task).collect()).await.unwrap();
+        assert!(accepted.iter().all(|a| matches!(a, Accepted::New(_))));
+        assert_eq!(follower.held(), 0, "a follower keeps none of them");
+
+        let leader = WasmTaskLedger::new(client.clone(), NS, ttl);
+        // Leading starts the index: the full list brings the 20 queued tasks.
+        let started = leader.start(5).await.unwrap();
+        assert_eq!(started.len(), 5);
+        assert_eq!(leader.held(), 20);
+        leader.accept(vec![task(20)]).await.unwrap();
+        assert_eq!(leader.held(), 21, "what it accepts itself while leading");
+        // Follower writes after the list reach the leader through its watch, not its memory.
+        follower.accept(vec![task(21)]).await.unwrap();
+        assert_eq!(follower.held(), 0);
+    });
+}

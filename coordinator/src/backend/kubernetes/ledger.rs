@@ -175,6 +175,12 @@ impl WasmTaskLedger {
         }
     }
 
+    /// How many WasmTasks this coordinator holds in memory: those still to run or to
+    /// publish, once it leads; none before.
+    pub fn held(&self) -> usize {
+        self.lock_index().tasks.len()
+    }
+
     /// The task's WasmTask as the index has it (the uid for a Job's ownerReference).
     pub fn owner_of(&self, task_id: &str) -> Option<(String, String)> {
         let index = self.lock_index();
