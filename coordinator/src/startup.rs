@@ -205,22 +205,31 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         }
     };
     info!("ledger: {}", ledger.describe());
-    let chain = loaded.chain_settings();
     let chain_error = |source| StartupError::Chain {
         address: c.contract_address.trim().to_owned(),
         origin: loaded.source_of("contract_address"),
         source,
     };
+    if loaded.chain_settings().is_some() && c.tasks.is_some() {
+        return Err(StartupError::TwoSources {
+            tasks: loaded.source_of("tasks"),
+            contract: loaded.source_of("contract_address"),
+        });
+    }
+    // The chain's id, and a contract at the address: checked once, for the source and sink.
+    let chain = match loaded.chain_settings() {
+        Some(settings) => {
+            let chain_id = check_chain(&chain::source::reader(&settings.rpc), &settings)
+                .await
+                .map_err(chain_error)?;
+            Some((settings, chain_id))
+        }
+        None => None,
+    };
     let primary: Box<dyn TaskSource> =
         match (&chain, &c.tasks) {
-            (Some(_), Some(_)) => {
-                return Err(StartupError::TwoSources {
-                    tasks: loaded.source_of("tasks"),
-                    contract: loaded.source_of("contract_address"),
-                })
-            }
-            (Some(settings), None) => Box::new(
-                ContractSource::connect(settings.clone(), ledger.clone(), c.once)
+            (Some((settings, chain_id)), _) => Box::new(
+                ContractSource::connect(settings.clone(), *chain_id, ledger.clone(), c.once)
                     .await
                     .map_err(chain_error)?,
             ),
@@ -244,18 +253,10 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         sinks.push(Box::new(sink));
     }
     let observers = Arc::new(Observers::default());
-    if let Some(settings) = &chain {
-        let chain_id = check_chain(&chain::source::reader(&settings.rpc), settings)
+    if let Some((settings, chain_id)) = chain {
+        let sink = ContractSink::connect(settings, chain_id, observers.clone(), ledger.clone())
             .await
             .map_err(chain_error)?;
-        let sink = ContractSink::connect(
-            settings.clone(),
-            chain_id,
-            observers.clone(),
-            ledger.clone(),
-        )
-        .await
-        .map_err(chain_error)?;
         sinks.push(Box::new(sink));
     }
 

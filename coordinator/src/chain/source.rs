@@ -107,15 +107,15 @@ pub fn cursor_name(chain_id: u64, address: Address) -> String {
 }
 
 impl ContractSource {
-    /// Connects, checks the contract is there, and reads the cursor (or starts at
-    /// `from_block`).
+    /// Reads the cursor (or starts at `from_block`) of the contract on chain `chain_id`,
+    /// which [`check_chain`] found there.
     pub async fn connect(
         settings: ChainSettings,
+        chain_id: u64,
         ledger: Arc<dyn Ledger>,
         once: bool,
     ) -> Result<Self, ChainError> {
         let provider = reader(&settings.rpc);
-        let chain_id = check_chain(&provider, &settings).await?;
         let cursor = cursor_name(chain_id, settings.address);
         let saved = ledger
             .cursor(cursor.clone())
