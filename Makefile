@@ -42,7 +42,8 @@ lint: tools
 
 # The end-to-end tests run the fetcher and runner binaries beside the coordinator's.
 unit: build-dev
-	$(CARGO) test --workspace --no-fail-fast
+	@VALIDATE_VENV=$(VALIDATE_VENV) scripts/ensure-validate.sh
+	VALIDATE_VENV=$(abspath $(VALIDATE_VENV)) $(CARGO) test --workspace --no-fail-fast
 
 tools:
 	@scripts/ensure-tools.sh

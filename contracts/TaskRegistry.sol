@@ -9,10 +9,11 @@ pragma solidity ^0.8.24;
 /// @dev The owner is the deployer, for good (there is no transfer). The deployer is NOT an
 /// executor until it calls `setExecutor(deployer, true)` like any other account.
 /// Result status codes, as the runner reports them: 0 ok, 1 trap, 2 out_of_fuel,
-/// 3 timeout, 4 invalid_module, 5 invalid_input, 6 fetch_failed, 7 error.
+/// 3 timeout, 4 invalid_module, 5 invalid_input, 6 fetch_failed, 7 error, 8 nondeterministic
+/// (a second run gave another output).
 contract TaskRegistry {
-    /// @notice The highest status code `postResult` accepts (7, error).
-    uint8 public constant MAX_STATUS = 7;
+    /// @notice The highest status code `postResult` accepts (8, nondeterministic).
+    uint8 public constant MAX_STATUS = 8;
 
     /// @notice The account that deployed the contract: the only one that may call `setExecutor`.
     /// @dev Never written after the constructor. A storage slot, not an immutable, so the code on

@@ -147,10 +147,10 @@ expect_revert "postResult by the owner, not an executor" "$owner" 'NotExecutor(a
   "$address" "$post" 1 0 "$hash" "$result"
 expect_revert "postResult for task 2 again" "$executor" 'AlreadyPosted(uint256,address)' 2 "$executor" -- \
   "$address" "$post" 2 0 "$hash" "$result"
-expect_revert "postResult with status 8" "$executor" 'InvalidStatus(uint8)' 8 -- \
-  "$address" "$post" 1 8 "$hash" "$result"
-send "$executor" "$address" "$post" 1 7 "$hash" "$result"
-ok "postResult with status 7 (error), the highest, goes through"
+expect_revert "postResult with status 9" "$executor" 'InvalidStatus(uint8)' 9 -- \
+  "$address" "$post" 1 9 "$hash" "$result"
+send "$executor" "$address" "$post" 1 8 "$hash" "$result"
+ok "postResult with status 8 (nondeterministic), the highest, goes through"
 
 # An executor stopped.
 send "$owner" "$address" 'setExecutor(address,bool)' "$executor" false

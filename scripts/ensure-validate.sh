@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the offline manifest validator for `make manifests-check`: the PyPI package
-# kubernetes-validate (pinned), which bundles the upstream Kubernetes JSON schemas (strict
-# variants included), into a virtualenv under target/. Nothing is fetched at check time.
-# Does nothing when the pinned version is already there. Fails loudly, naming the cause,
-# when it cannot install: the check is never skipped.
+# Installs the Python packages the checks use, pinned, into a virtualenv under target/:
+# kubernetes-validate, which bundles the upstream Kubernetes JSON schemas (strict variants
+# included) for `make manifests-check`, and cryptography, the Ed25519 implementation the
+# receipt tests check ours against (`make unit`). Nothing is fetched at check time.
+# Does nothing when the pinned versions are already there. Fails loudly, naming the cause,
+# when it cannot install: no check is ever skipped.
 #
 #   scripts/ensure-validate.sh          # prints nothing on success
 #   VALIDATE_VENV=dir scripts/ensure-validate.sh
@@ -11,15 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${VALIDATE_VENV:-target/validate-venv}
-pkg=kubernetes-validate
-version=1.37.0
+pins=(kubernetes-validate==1.37.0 cryptography==46.0.3)
 
 installed() {
-  [ -x "$venv/bin/python" ] && "$venv/bin/python" - "$pkg" "$version" <<'EOF' 2>/dev/null
+  [ -x "$venv/bin/python" ] && "$venv/bin/python" - "${pins[@]}" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
-import kubernetes_validate.utils  # noqa: F401  (the package and its dependencies import)
-sys.exit(0 if version(sys.argv[1]) == sys.argv[2] else 1)
+import kubernetes_validate.utils  # noqa: F401  (the packages and their dependencies import)
+import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
 EOF
 }
 
@@ -27,7 +28,7 @@ installed && exit 0
 
 fail() {
   echo "error: scripts/ensure-validate.sh: $*" >&2
-  echo "       make manifests-check needs $pkg==$version in $venv and does not run without it" >&2
+  echo "       make manifests-check and make unit need ${pins[*]} in $venv and do not run without them" >&2
   exit 1
 }
 
@@ -49,10 +50,10 @@ apt_install() {
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-echo "installing $pkg==$version (Kubernetes JSON schemas for offline validation) into $venv" >&2
+echo "installing ${pins[*]} (offline Kubernetes schemas; Ed25519 for the receipt tests) into $venv" >&2
 rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
 python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "$pkg==$version" \
-  || fail "pip install $pkg==$version failed (is PyPI reachable?)"
-installed || fail "$pkg==$version was installed into $venv but does not import"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${pins[@]}" \
+  || fail "pip install ${pins[*]} failed (is PyPI reachable?)"
+installed || fail "${pins[*]} were installed into $venv but do not import"

@@ -30,6 +30,14 @@ pub enum BackendKind {
     Kubernetes,
 }
 
+/// A feature turned on or off (`on` | `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// Which placeholder tasks to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -86,6 +94,12 @@ pub struct Config {
     /// A file holding the executor's hex private key.
     pub contract_key_file: Option<PathBuf>,
     pub contract_max_result_bytes: usize,
+    /// The Ed25519 key (PKCS#8 PEM) receipts are signed with; unset = unsigned receipts.
+    pub signing_key_file: Option<PathBuf>,
+    /// The share of tasks run a second time and compared (0 to 1).
+    pub verify_fraction: f64,
+    /// Answer deterministic tasks from equal ones done before.
+    pub cache: Switch,
 }
 
 impl Default for Config {
@@ -123,6 +137,9 @@ impl Default for Config {
             contract_confirmations: 2,
             contract_key_file: None,
             contract_max_result_bytes: 1024,
+            signing_key_file: None,
+            verify_fraction: 0.0,
+            cache: Switch::On,
         }
     }
 }
@@ -229,6 +246,18 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "contract_max_result_bytes",
         "the posted `result` text is cut to this many bytes",
+    ),
+    (
+        "signing_key_file",
+        "Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`), that signs every report's receipt; unset = unsigned receipts",
+    ),
+    (
+        "verify_fraction",
+        "0 to 1: the share of tasks (chosen by a hash of the id) run a second time and compared; a different output publishes the task nondeterministic",
+    ),
+    (
+        "cache",
+        "on | off: answer a task that asks for deterministic execution from an equal task done ok before, without running it",
     ),
 ];
 
@@ -393,6 +422,13 @@ impl Loaded {
                 "task_timeout",
                 c.task_timeout,
                 "must be a number of seconds above 0 (at most a week)",
+            ));
+        }
+        if !(c.verify_fraction.is_finite() && (0.0..=1.0).contains(&c.verify_fraction)) {
+            return Err(self.invalid(
+                "verify_fraction",
+                c.verify_fraction,
+                "must be a number from 0 (no checks) to 1 (every task run twice)",
             ));
         }
         if !(c.grace_period.is_finite() && c.grace_period >= 0.0 && c.grace_period <= 86400.0) {
@@ -689,6 +725,18 @@ pub struct Overrides {
     #[arg(long = "contract-key-file", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contract_key_file: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 PEM) that signs every receipt.
+    #[arg(long = "signing-key-file", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The share of tasks (0 to 1) run a second time and compared.
+    #[arg(long = "verify-fraction", value_name = "FRACTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_fraction: Option<f64>,
+    /// Answer deterministic tasks from equal ones done before: on or off.
+    #[arg(long, value_name = "on|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Switch>,
     /// JSON-lines task file (- for stdin) instead of the placeholder tasks.
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

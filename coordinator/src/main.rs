@@ -48,8 +48,82 @@ struct Cli {
     overrides: Overrides,
 
     /// Log format on stderr: human or json.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"], global = true)]
     log_format: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Execution receipts (every published report carries one as `receipt`).
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ReceiptCommand {
+    /// Check a receipt's fields and Ed25519 signature; with --reexecute, run its task again
+    /// and compare the output.
+    #[command(
+        after_long_help = "FILE holds a receipt, or a published report (a line of --results) whose \"receipt\" is checked.\n\n--reexecute fetches the module and input by CID (every byte verified) from --gateway or --mirror, runs the task with the receipt's engine settings (fuel metering, deterministic) and limits (fuel, memory, timeout) through the fetcher and runner beside this binary, and compares the output_sha256 (what the computation produced: status, result values, exit code, captured stdout and stderr, fuel consumed). A task that reads the clock or random bytes outside deterministic execution may not match itself.\n\nExit codes: 0 the signature is valid (and, re-executed, the output matches); 1 the receipt does not hold: bad or missing signature (see --allow-unsigned), malformed field, or a re-execution that gave another output, module or input; 2 bad usage: the file cannot be read or holds no receipt; 3 the re-execution could not be done (fetch failed, runner missing): nothing was decided."
+    )]
+    Verify {
+        /// The receipt (or report) JSON file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Run the task again and compare its output_sha256 with the receipt's.
+        #[arg(long, requires = "from")]
+        reexecute: bool,
+        /// IPFS gateway URL to fetch the module and input from (127.0.0.1 in tests).
+        #[arg(long, value_name = "URL", group = "from")]
+        gateway: Option<String>,
+        /// Directory of files named by CID to fetch from instead of a gateway.
+        #[arg(long, value_name = "DIR", group = "from")]
+        mirror: Option<PathBuf>,
+        /// Accept a receipt without a signature (its fields, and a re-execution, are still checked).
+        #[arg(long = "allow-unsigned")]
+        allow_unsigned: bool,
+    },
+}
+
+/// `coordinator receipt verify`.
+fn verify_receipt(
+    file: PathBuf,
+    reexecute: bool,
+    gateway: Option<String>,
+    mirror: Option<PathBuf>,
+    allow_unsigned: bool,
+) -> ExitCode {
+    use coordinator::receipt_verify::{self, VerifyOptions, USAGE};
+    let reexecute_from = match (reexecute, gateway, mirror) {
+        (false, _, _) => None,
+        (true, Some(url), _) => Some(url),
+        (true, None, Some(dir)) => match dir.canonicalize() {
+            Ok(abs) => Some(format!("file://{}", abs.display())),
+            Err(e) => {
+                eprintln!("error: --mirror {}: {e}", dir.display());
+                return ExitCode::from(USAGE);
+            }
+        },
+        (true, None, None) => None, // clap requires one of them with --reexecute
+    };
+    let opts = VerifyOptions {
+        file,
+        allow_unsigned,
+        reexecute_from,
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(receipt_verify::run(&opts))),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(receipt_verify::UNCHECKED)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,6 +140,20 @@ fn main() -> ExitCode {
     };
     if let Some(dir) = &cli.local_pod {
         return coordinator::backend::run_pod(dir);
+    }
+    if let Some(Command::Receipt(ReceiptCommand::Verify {
+        file,
+        reexecute,
+        gateway,
+        mirror,
+        allow_unsigned,
+    })) = cli.command
+    {
+        logging::init(
+            cli.log_format.parse().unwrap_or(logging::Format::Human),
+            "warn",
+        );
+        return verify_receipt(file, reexecute, gateway, mirror, allow_unsigned);
     }
     logging::init(
         cli.log_format.parse().unwrap_or(logging::Format::Human),

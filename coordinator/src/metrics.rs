@@ -39,6 +39,10 @@ pub struct Metrics {
     publish_failures: Family<Labels, Counter>,
     unpublished: Family<Labels, Gauge>,
     contract_posts: Family<Labels, Counter>,
+    fuel_consumed: Family<Labels, Counter>,
+    task_fuel: Histogram,
+    checks: Family<Labels, Counter>,
+    cache_lookups: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,6 +65,31 @@ impl Metrics {
         let publish_failures = Family::<Labels, Counter>::default();
         let unpublished = Family::<Labels, Gauge>::default();
         let contract_posts = Family::<Labels, Counter>::default();
+        let fuel_consumed = Family::<Labels, Counter>::default();
+        // 1 000 to 10^13 units: a trivial call to about an hour of interpretation.
+        let task_fuel = Histogram::new(exponential_buckets(1e3, 10.0, 11));
+        let checks = Family::<Labels, Counter>::default();
+        let cache_lookups = Family::<Labels, Counter>::default();
+        registry.register(
+            "fuel_consumed",
+            "Fuel the runs of tasks consumed (the unit of account: about one unit per Wasm instruction), by final status; answers from the cache consume none",
+            fuel_consumed.clone(),
+        );
+        registry.register(
+            "task_fuel",
+            "Fuel consumed by each task run with metering on",
+            task_fuel.clone(),
+        );
+        registry.register(
+            "checks",
+            "Re-execution checks (verify_fraction), by outcome: match, mismatch (the task is published nondeterministic), inconclusive (the second run gave no result)",
+            checks.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Result cache lookups of deterministic tasks, by outcome: hit (answered without running), miss",
+            cache_lookups.clone(),
+        );
         registry.register(
             "contract_posts",
             "Results posted to the TaskRegistry contract, by outcome: posted (our transaction, confirmed), already_posted (the contract had it), failed (retried)",
@@ -117,7 +146,33 @@ impl Metrics {
             publish_failures,
             unpublished,
             contract_posts,
+            fuel_consumed,
+            task_fuel,
+            checks,
+            cache_lookups,
         }
+    }
+
+    /// Fuel one task's run consumed.
+    pub fn fuel(&self, status: ReportStatus, fuel: u64) {
+        self.fuel_consumed
+            .get_or_create(&vec![("status".into(), status.as_str().into())])
+            .inc_by(fuel);
+        self.task_fuel.observe(fuel as f64);
+    }
+
+    /// A re-execution check ended: `match`, `mismatch` or `inconclusive`.
+    pub fn checked(&self, outcome: &'static str) {
+        self.checks
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
+    }
+
+    /// A cache lookup: `hit` or `miss`.
+    pub fn cache_lookup(&self, outcome: &'static str) {
+        self.cache_lookups
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
     }
 
     /// Counts a task in flight until the returned guard is dropped (also when the task is
@@ -211,10 +266,17 @@ mod tests {
         m.unpublished("file r.jsonl", 3);
         m.task_took(Duration::from_millis(20));
         m.published(ReportStatus::OK);
+        m.fuel(ReportStatus::OK, 5000);
+        m.checked("mismatch");
+        m.cache_lookup("hit");
         drop(flight);
         let text = m.render();
         for needle in [
             "wasm_exec_tasks_total{status=\"ok\"} 1",
+            "wasm_exec_fuel_consumed_total{status=\"ok\"} 5000",
+            "wasm_exec_task_fuel_count 1",
+            "wasm_exec_checks_total{outcome=\"mismatch\"} 1",
+            "wasm_exec_cache_lookups_total{outcome=\"hit\"} 1",
             "wasm_exec_task_duration_seconds_count 1",
             "wasm_exec_stage_duration_seconds_count{stage=\"fetch\"} 1",
             "wasm_exec_tasks_in_flight 0",

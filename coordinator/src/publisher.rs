@@ -411,6 +411,7 @@ mod tests {
             entry: None,
             limits: Default::default(),
             invalid: None,
+            deterministic: false,
         };
         TaskReport::new(&task, ReportStatus::OK)
     }

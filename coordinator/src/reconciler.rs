@@ -23,13 +23,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::backend::{AttemptOutcome, Backend};
+use crate::backend::Backend;
 use crate::ledger::{Accepted, Entry, Ledger, LedgerError, Phase};
 use crate::metrics::Metrics;
 use crate::publisher::{PublishHealth, Publisher};
+use crate::receipt::Signer;
 use crate::sink::ResultSink;
 use crate::source::{Intake, TaskSource};
-use crate::task::{ReportStatus, Task, TaskReport};
+use crate::task::{ReportStatus, RunLimits, Task, TaskReport};
 
 /// How long to wait before trying the ledger again after it failed.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
@@ -45,6 +46,14 @@ pub struct Settings {
     /// Exit when the source is drained and the ledger holds nothing queued or running,
     /// instead of waiting for a signal.
     pub once: bool,
+    /// The backend's maximum limits (a task's own can lower them): part of a cache key.
+    pub limits: RunLimits,
+    /// Answer deterministic tasks from equal ones done before ([`crate::cache`]).
+    pub cache: bool,
+    /// The share of tasks run a second time and compared ([`crate::verify`]).
+    pub verify_fraction: f64,
+    /// Signs every report's receipt (or leaves it unsigned, without a key).
+    pub signer: Signer,
 }
 
 /// What the HTTP listener reads beside the ledger: metrics and how publishing goes.
@@ -554,38 +563,37 @@ async fn run_task(
     let began = std::time::Instant::now();
     let ran = match &task.invalid {
         // Recorded by its source although malformed (an on-chain task): nothing to run.
-        Some(why) => Some((
-            AttemptOutcome {
-                status: ReportStatus::Runner(runner::Status::InvalidInput),
-                stage: Some(crate::task::Stage::Fetch),
-                result: None,
-                error: Some(format!("the task is malformed and was not run: {why}")),
-                failure: None,
-                retryable: false,
-                stages: Vec::new(),
-            },
-            0,
-        )),
+        Some(why) => {
+            let mut report =
+                TaskReport::new(&task, ReportStatus::Runner(runner::Status::InvalidInput));
+            report.stage = Some(crate::task::Stage::Fetch);
+            report.error = Some(format!("the task is malformed and was not run: {why}"));
+            Some(report)
+        }
         None => tokio::select! {
             biased;
             _ = cancel.wait_for(|c| *c) => None,
-            outcome = attempts(&task, &*backend, &settings, &observers) => Some(outcome),
+            report = settle(&task, before, &*backend, &*ledger, &settings, &observers) => Some(report),
         },
     };
-    let Some((outcome, attempts)) = ran else {
+    let Some(mut report) = ran else {
         // It runs again from the start: what the cut-short run left goes (a Job that
         // runs on without the coordinator stays, for the next one to adopt).
         if !backend.hands_over() {
             backend.release(&task, None).await;
+            backend.release_check(&task).await;
         }
         return Ended::CutShort(task.task_id);
     };
-    let mut report = TaskReport::new(&task, outcome.status);
-    report.stage = outcome.stage;
-    report.attempts = before + attempts;
-    report.result = outcome.result;
-    report.error = outcome.error;
     observers.metrics.task_took(began.elapsed());
+    if let (Some(fuel), false) = (
+        report.result.as_ref().and_then(|r| r.fuel_consumed),
+        report.cached,
+    ) {
+        observers.metrics.fuel(report.status, fuel);
+    }
+    let finished_at = crate::backend::kubernetes::wasm_task::rfc3339(crate::ledger::now_ms());
+    report.receipt = Some(settings.signer.receipt(&report, finished_at));
     loop {
         match ledger.finish(report.clone()).await {
             Ok(_) => break,
@@ -609,9 +617,94 @@ async fn run_task(
             }
         }
     }
+    if settings.cache {
+        if let Some(key) =
+            crate::cache::key_of_report(&report, settings.limits.for_task(task.limits))
+        {
+            if let Err(e) = ledger.cache_put(key, task.task_id.clone()).await {
+                // The result stands; only later equal tasks will run instead of reusing it.
+                warn!("cannot record the task's result in the cache: {e}");
+            }
+        }
+    }
     backend.release(&task, Some(&report)).await;
     let _ = done.send(report);
     Ended::Recorded
+}
+
+/// The task's report: from the cache when an equal task was done before, else from its
+/// attempts, then checked by a second run when it is among `verify_fraction`.
+async fn settle(
+    task: &Task,
+    before: u32,
+    backend: &dyn Backend,
+    ledger: &dyn Ledger,
+    settings: &Settings,
+    observers: &Observers,
+) -> TaskReport {
+    let limits = settings.limits.for_task(task.limits);
+    if let Some(report) = cached(task, limits, ledger, settings, observers).await {
+        return report;
+    }
+    let (outcome, attempts) = attempts(task, backend, settings, observers).await;
+    let mut report = TaskReport::new(task, outcome.status);
+    report.stage = outcome.stage;
+    report.attempts = before + attempts;
+    report.result = outcome.result.clone();
+    report.error = outcome.error.clone();
+    if crate::verify::selected(&task.task_id, settings.verify_fraction)
+        && crate::verify::checkable(&outcome)
+    {
+        info!("running the task a second time to check its output (verify_fraction)");
+        let second = backend.run_check(task, &outcome).await;
+        let verdict = crate::verify::apply(&mut report, &second);
+        observers.metrics.checked(verdict);
+        match verdict {
+            "mismatch" => warn!(
+                "the second run gave another output; the task is nondeterministic: {}",
+                report.error.as_deref().unwrap_or_default()
+            ),
+            "inconclusive" => warn!(
+                "the check's second run gave no result: {}",
+                second.error.as_deref().unwrap_or_default()
+            ),
+            _ => info!("the second run gave the same output"),
+        }
+        backend.release_check(task).await;
+    }
+    report
+}
+
+/// The report of an equal task done before, answering `task`, when it may be cached.
+async fn cached(
+    task: &Task,
+    limits: RunLimits,
+    ledger: &dyn Ledger,
+    settings: &Settings,
+    observers: &Observers,
+) -> Option<TaskReport> {
+    if !settings.cache {
+        return None;
+    }
+    let key = crate::cache::key(task, limits, &crate::cache::engine_for(task, limits))?;
+    match ledger.cache_get(key).await {
+        Ok(Some(original)) if original.task.task_id != task.task_id => {
+            observers.metrics.cache_lookup("hit");
+            info!(
+                cached_from = %original.task.task_id,
+                "answered from the result cache (an equal deterministic task was done)"
+            );
+            Some(crate::cache::answer(task, &original))
+        }
+        Ok(_) => {
+            observers.metrics.cache_lookup("miss");
+            None
+        }
+        Err(e) => {
+            warn!("cannot look the task up in the result cache, so it runs: {e}");
+            None
+        }
+    }
 }
 
 /// Attempts until one is final or the retries are used up; returns it with the count.
@@ -892,6 +985,13 @@ mod tests {
             retry_backoff: Duration::from_millis(1),
             grace_period: Duration::from_millis(50),
             once: true,
+            limits: RunLimits {
+                timeout: Duration::from_secs(60),
+                fuel: 1000,
+            },
+            cache: true,
+            verify_fraction: 0.0,
+            signer: Signer::default(),
         }
     }
 

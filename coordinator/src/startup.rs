@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::backend::kubernetes::job::{self, JobError};
 use crate::backend::kubernetes::ledger::WasmTaskLedger;
@@ -20,6 +20,7 @@ use crate::config::{self, BackendKind, ConfigError};
 use crate::election::{self, ElectionError};
 use crate::http::{self, Readiness};
 use crate::ledger::{Ledger, LedgerError, SqliteLedger};
+use crate::receipt::Signer;
 use crate::reconciler::{reconcile, Observers, Settings, Stop};
 use crate::sink::{FileSink, ResultSink, StdoutSink};
 use crate::source::{
@@ -116,6 +117,12 @@ pub enum StartupError {
     },
     #[error("{why}")]
     LedgerNotReady { why: String },
+    #[error("configuration: signing_key_file (from {origin}): {source}")]
+    SigningKey {
+        origin: String,
+        #[source]
+        source: crate::receipt::ReceiptError,
+    },
     #[error("--print-job: not a valid task ({{\"task_id\", \"wasm_cid\", optional \"input_cid\", \"entry\"}}): {0}")]
     PrintJobTask(#[source] serde_json::Error),
     #[error("--print-job: cannot write the Job as YAML: {0}")]
@@ -146,6 +153,36 @@ impl StartupError {
     }
 }
 
+/// The receipt signer from `signing_key_file`; without one, receipts are unsigned (said
+/// once, here).
+fn signer(loaded: &config::Loaded) -> Result<Signer, StartupError> {
+    match loaded
+        .config
+        .signing_key_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        None => {
+            warn!("no signing_key_file: receipts are not signed (set COORDINATOR_SIGNING_KEY_FILE to an Ed25519 PKCS#8 PEM key)");
+            Ok(Signer::new(None))
+        }
+        Some(path) => {
+            let key = crate::receipt::read_signing_key(path).map_err(|source| {
+                StartupError::SigningKey {
+                    origin: loaded.source_of("signing_key_file"),
+                    source,
+                }
+            })?;
+            let signer = Signer::new(Some(key));
+            info!(
+                public_key = signer.public_key().unwrap_or_default(),
+                "receipts are signed"
+            );
+            Ok(signer)
+        }
+    }
+}
+
 /// `--print-job`: the Job for one task, as YAML.
 pub fn print_job(loaded: &config::Loaded, task: &str) -> Result<String, StartupError> {
     let task: Task = serde_json::from_str(task).map_err(StartupError::PrintJobTask)?;
@@ -160,6 +197,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     // there is something to stop, never the default death by signal.
     let signalled = wait_for_signal();
     let c = &loaded.config;
+    let signer = signer(&loaded)?;
     let identity = identity();
     let mut kube_backend = None;
     let (backend, ledger): (Arc<dyn Backend>, Arc<dyn Ledger>) = match loaded.backend {
@@ -355,6 +393,10 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         retry_backoff: Duration::from_millis(c.retry_backoff_ms),
         grace_period: loaded.grace_period(),
         once: c.once,
+        limits: loaded.run_limits(),
+        cache: c.cache == config::Switch::On,
+        verify_fraction: c.verify_fraction,
+        signer,
     };
     info!(
         concurrency = settings.concurrency,
@@ -464,6 +506,7 @@ fn local_backend(loaded: &config::Loaded) -> Result<LocalBackend, StartupError> 
         limits: loaded.run_limits(),
         work_dir,
         pod_program: exe,
+        max_memory: None,
     })
 }
 

@@ -13,6 +13,8 @@ use runner::result::cap_text;
 use runner::{Status, TaskResult};
 use serde::{Deserialize, Serialize};
 
+use crate::receipt::Receipt;
+
 /// The longest task id, in bytes.
 pub const MAX_TASK_ID_BYTES: usize = 256;
 /// The longest entry name, in bytes.
@@ -40,6 +42,11 @@ pub struct Task {
     /// holds only its id and this reason ([`Task::refused`]), and ends `invalid_input` unrun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// The task asks for deterministic execution (the runner's `--deterministic`: fixed
+    /// clocks, random bytes seeded from the module and input), which also lets its result
+    /// be answered from the cache of equal tasks (see [`crate::cache`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
 }
 
 /// Limits a task may ask for (`"limits": {"timeout_seconds": 5, "fuel": 1000000}`). Each
@@ -128,6 +135,8 @@ struct TaskFields {
     limits: Option<TaskLimits>,
     #[serde(default)]
     invalid: Option<String>,
+    #[serde(default)]
+    deterministic: bool,
 }
 
 impl TryFrom<TaskFields> for Task {
@@ -141,6 +150,7 @@ impl TryFrom<TaskFields> for Task {
             entry: f.entry,
             limits: f.limits.unwrap_or_default(),
             invalid: f.invalid,
+            deterministic: f.deterministic,
         }
         .validate()
     }
@@ -190,6 +200,7 @@ impl Task {
             self.input_cid = None;
             self.entry = None;
             self.limits = TaskLimits::default();
+            self.deterministic = false;
             return Ok(self);
         }
         self.input_cid = self.input_cid.filter(|c| !c.trim().is_empty());
@@ -224,6 +235,7 @@ impl Task {
             entry: None,
             limits: TaskLimits::default(),
             invalid: Some(why.trim().to_owned()),
+            deterministic: false,
         }
         .validate()
     }
@@ -240,6 +252,7 @@ impl Task {
             entry: None,
             limits: TaskLimits::default(),
             invalid: None,
+            deterministic: false,
         }
     }
 }
@@ -304,6 +317,10 @@ pub enum ReportStatus {
     Runner(Status),
     /// The fetcher could not get and verify the module or input (after retries).
     FetchFailed,
+    /// A re-execution check (`verify_fraction`) ran the task a second time and the two
+    /// runs' `output_sha256` differ: the module is not deterministic, or a node lied. The
+    /// report's `verification` holds both hashes.
+    Nondeterministic,
 }
 
 impl ReportStatus {
@@ -318,11 +335,12 @@ impl ReportStatus {
         match self {
             Self::Runner(s) => s.as_str(),
             Self::FetchFailed => "fetch_failed",
+            Self::Nondeterministic => "nondeterministic",
         }
     }
 
     /// Every status, for validating a filter and for listing the choices.
-    pub const ALL: [ReportStatus; 8] = [
+    pub const ALL: [ReportStatus; 9] = [
         Self::Runner(Status::Ok),
         Self::Runner(Status::Trap),
         Self::Runner(Status::OutOfFuel),
@@ -331,6 +349,7 @@ impl ReportStatus {
         Self::Runner(Status::InvalidInput),
         Self::Runner(Status::Error),
         Self::FetchFailed,
+        Self::Nondeterministic,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -389,6 +408,41 @@ pub struct TaskReport {
     /// The runner's result object, when the runner produced one.
     pub result: Option<TaskResult>,
     pub error: Option<String>,
+    /// Answered from the result cache: `result` is that of the equal task in `cached_from`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<CachedFrom>,
+    /// A re-execution check's outcome (`verify_fraction`), when the task was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// What the coordinator attests about this task, signed when it has a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// The run a cached answer comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedFrom {
+    pub task_id: String,
+    /// [`Receipt::sha256`] of that run's receipt.
+    pub receipt_sha256: String,
+}
+
+/// A re-execution check: the task ran a second time (on Kubernetes, on another node) and
+/// the two runs' `output_sha256` were compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// The first run's (the published result's).
+    pub output_sha256: String,
+    /// The second run's; `null` when it gave no result.
+    pub check_output_sha256: Option<String>,
+    /// Both runs produced the same output.
+    pub matched: bool,
+    /// Why the second run gave no result (the check is then inconclusive, and the task
+    /// keeps its first run's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl TaskReport {
@@ -400,6 +454,10 @@ impl TaskReport {
             attempts: 0,
             result: None,
             error: None,
+            cached: false,
+            cached_from: None,
+            verification: None,
+            receipt: None,
         }
     }
 
@@ -612,7 +670,7 @@ mod tests {
             id in any::<String>(),
             entry in proptest::option::of(any::<String>()),
         ) {
-            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry, limits: TaskLimits::default(), invalid: None };
+            let task = Task { task_id: id, wasm_cid: CID.into(), input_cid: None, entry, limits: TaskLimits::default(), invalid: None, deterministic: false };
             if let Ok(t) = task.validate() {
                 for v in std::iter::once(&t.task_id).chain(t.entry.iter()) {
                     prop_assert!(!v.is_empty() && v.len() <= 256);

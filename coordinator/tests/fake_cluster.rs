@@ -96,6 +96,7 @@ fn job(
         entry: Some(entry.into()),
         limits: TaskLimits::default(),
         invalid: None,
+        deterministic: false,
     };
     build_job(template, &task, &settings)
 }

@@ -369,6 +369,7 @@ fn ids_that_clean_to_the_same_name_get_two_jobs_and_a_foreign_job_is_not_adopted
             entry: None,
             limits: Default::default(),
             invalid: None,
+            deterministic: false,
         },
         &settings(&k),
     );

@@ -40,6 +40,10 @@ pub mod env {
     pub const TIMEOUT_SEC: &str = "TIMEOUT_SEC";
     /// Runner: the fuel budget; 0 turns metering off.
     pub const FUEL: &str = "FUEL";
+    /// Runner: the linear-memory cap (bytes, or with a unit: `256MiB`).
+    pub const MAX_MEMORY: &str = "MAX_MEMORY";
+    /// Runner: `true` for deterministic execution (fixed clocks, seeded random bytes).
+    pub const DETERMINISTIC: &str = "DETERMINISTIC";
 }
 
 /// Paths inside a task's pod.
@@ -132,6 +136,7 @@ pub struct RunnerEnv<'a> {
     pub output: &'a Path,
     pub timeout_sec: f64,
     pub fuel: u64,
+    pub deterministic: bool,
 }
 
 impl RunnerEnv<'_> {
@@ -158,6 +163,7 @@ impl RunnerEnv<'_> {
             ),
             (env::TIMEOUT_SEC, Some(self.timeout_sec.to_string())),
             (env::FUEL, Some(self.fuel.to_string())),
+            (env::DETERMINISTIC, Some(self.deterministic.to_string())),
         ]
     }
 }
@@ -195,6 +201,7 @@ mod tests {
             output: out,
             timeout_sec: 1.5,
             fuel: 0,
+            deterministic: false,
         };
         let vars = e.vars();
         let get = |vars: &[(&str, Option<String>)], k: &str| {
@@ -206,6 +213,7 @@ mod tests {
         assert_eq!(get(&vars, env::ENTRY), None);
         assert_eq!(get(&vars, env::WASM_PATH).as_deref(), Some(path::MODULE));
         assert_eq!(get(&vars, env::TIMEOUT_SEC).as_deref(), Some("1.5"));
+        assert_eq!(get(&vars, env::DETERMINISTIC).as_deref(), Some("false"));
         e.has_input = true;
         e.entry = Some("fib");
         let vars = e.vars();

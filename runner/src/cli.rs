@@ -95,7 +95,7 @@ pub struct Cli {
     #[arg(long = "add-y", env = "ADD_Y", value_name = "U64")]
     pub add_y: Option<u64>,
 
-    /// The task id: put in the result and on every log line; seeds --deterministic.
+    /// The task id: put in the result and on every log line.
     #[arg(long = "task-id", env = pod::env::TASK_ID, value_name = "ID")]
     pub task_id: Option<String>,
 
@@ -104,7 +104,7 @@ pub struct Cli {
     pub fuel: Option<u64>,
 
     /// Linear-memory cap, all memories of the instance together, e.g. 256MiB, 1GiB, 65536 (bytes).
-    #[arg(long = "max-memory", env = "MAX_MEMORY", value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long = "max-memory", env = pod::env::MAX_MEMORY, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_memory: usize,
 
     /// Table cap: elements of all tables of the instance together.
@@ -144,7 +144,7 @@ pub struct Cli {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
-    /// Fixed clocks and random bytes seeded from the task id: two runs of one task give byte-identical results (duration_ms is then null).
+    /// Fixed clocks, and random bytes seeded from the module's and the input's SHA-256: two runs of one module on one input give byte-identical results (duration_ms is then null).
     #[arg(long, env = "DETERMINISTIC")]
     pub deterministic: bool,
 
@@ -248,7 +248,6 @@ impl Cli {
                 env: self.env,
                 dirs,
                 deterministic: self.deterministic,
-                task_id: self.task_id,
             })));
         }
 

@@ -6,11 +6,12 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::entry::{Request, START};
 use crate::exec::{execute, Execution, Limits};
 use crate::result::Status;
-use crate::task::{determinism, program_name, read_capped, ReadError};
+use crate::task::{determinism, hex, program_name, read_capped, ReadError};
 use crate::wasi::{OutputSink, Preopen, StdinSource, WasiConfig};
 
 /// Exit code after a trap or running out of fuel: 128 + SIGABRT, as wasmtime does.
@@ -32,7 +33,6 @@ pub struct PlainOptions {
     pub env: Vec<(String, String)>,
     pub dirs: Vec<Preopen>,
     pub deterministic: bool,
-    pub task_id: Option<String>,
 }
 
 /// Runs the module and returns the process exit code.
@@ -55,6 +55,7 @@ pub fn run_plain(opts: PlainOptions) -> u8 {
             return EXIT_ERROR;
         }
     };
+    let module_sha256 = hex(&Sha256::digest(&module));
     let args = match &opts.invoke {
         // A command's arguments are strings, passed verbatim.
         None => opts.args.iter().cloned().map(Value::String).collect(),
@@ -81,7 +82,7 @@ pub fn run_plain(opts: PlainOptions) -> u8 {
             stdin: StdinSource::Inherit,
             stdout: OutputSink::Inherit,
             stderr: OutputSink::Inherit,
-            determinism: determinism(opts.deterministic, opts.task_id.as_deref()),
+            determinism: determinism(opts.deterministic, Some(&module_sha256), None),
         },
     };
     let outcome = execute(exec);

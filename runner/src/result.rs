@@ -87,6 +87,54 @@ impl Status {
     }
 }
 
+/// The engine a result names: which interpreter, and how it was set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engine {
+    /// Always `wasmi`.
+    pub name: String,
+    /// The wasmi version the runner was built with ([`WASMI_VERSION`]).
+    pub version: String,
+    /// False when the run had no fuel budget (`--fuel 0`).
+    pub fuel_metering: bool,
+    /// `--deterministic`: fixed clocks and seeded random bytes.
+    pub deterministic: bool,
+}
+
+impl Engine {
+    pub fn wasmi(fuel_metering: bool, deterministic: bool) -> Self {
+        Self {
+            name: "wasmi".into(),
+            version: WASMI_VERSION.into(),
+            fuel_metering,
+            deterministic,
+        }
+    }
+}
+
+/// The wasmi version this runner is built with (a unit test holds it to `Cargo.lock`).
+pub const WASMI_VERSION: &str = "2.0.0";
+
+/// The limits one run was held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedLimits {
+    /// The fuel budget; `null` with metering off.
+    pub fuel: Option<u64>,
+    /// The linear-memory cap in bytes.
+    pub memory_bytes: u64,
+    /// The wall-clock timeout in milliseconds; `null` for none.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Hex SHA-256 of `value`'s RFC 8785 (JSON Canonicalization Scheme) form: how every hash
+/// of a JSON value in results and receipts is taken.
+pub fn canonical_sha256<T: Serialize>(value: &T) -> String {
+    use sha2::{Digest, Sha256};
+    // Serializing these values cannot fail: every map key is a string and every float is
+    // finite (`args` stores other floats as strings).
+    let bytes = serde_json_canonicalizer::to_vec(value).unwrap_or_default();
+    crate::task::hex(&Sha256::digest(bytes))
+}
+
 /// One captured guest stream, bounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestOutput {
@@ -153,6 +201,24 @@ pub struct TaskResult {
     pub duration_ms: Option<f64>,
     /// Hex SHA-256 of the module bytes; `null` when the module could not be read.
     pub module_sha256: Option<String>,
+    /// Hex SHA-256 of the input file's bytes; `null` without an input or when it could not
+    /// be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_sha256: Option<String>,
+    /// Hex SHA-256 of the arguments as given (the RFC 8785 JSON of the array, before any
+    /// cut of `args`); `null` when they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
+    /// What ran the module, and with which settings; `null` from runners before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// The limits the run was held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<AppliedLimits>,
+    /// Hex SHA-256 of what the computation produced ([`TaskResult::output_digest`]):
+    /// computed by the runner before any copy is cut, so it holds for every copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_sha256: Option<String>,
     /// What went wrong, for every status but `ok`.
     pub error: Option<String>,
     /// Fields cut to their caps, or emptied to fit where the result was written (the
@@ -177,9 +243,30 @@ impl TaskResult {
             fuel_consumed: None,
             duration_ms: None,
             module_sha256: None,
+            input_sha256: None,
+            args_sha256: None,
+            engine: None,
+            limits: None,
+            output_sha256: None,
             error: None,
             elided: Vec::new(),
         }
+    }
+
+    /// The hex SHA-256 of only what the computation produced: the RFC 8785 JSON of
+    /// `{status, result, exit_code, stdout, stderr, fuel_consumed}` (the streams as
+    /// `{text, bytes, truncated}`). Timings, ids and hashes of the inputs are left out, so
+    /// two honest runs of a deterministic task give the same value, wherever they ran.
+    pub fn output_digest(&self) -> String {
+        let produced = serde_json::json!({
+            "status": self.status,
+            "result": self.result,
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "fuel_consumed": self.fuel_consumed,
+        });
+        canonical_sha256(&produced)
     }
 
     /// One line of JSON, no trailing newline.
@@ -357,6 +444,60 @@ fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sha2::Digest;
+
+    #[test]
+    fn wasmi_version_is_the_one_in_cargo_lock() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        let at = lock.find("name = \"wasmi\"\nversion = \"").unwrap();
+        let version = lock[at..].lines().nth(1).unwrap();
+        assert_eq!(version, format!("version = \"{WASMI_VERSION}\""));
+    }
+
+    #[test]
+    fn the_output_digest_covers_what_the_computation_produced_and_nothing_else() {
+        let base = sample();
+        let digest = base.output_digest();
+        assert_eq!(digest.len(), 64);
+        // Not what was produced: ids, timings, hashes of the inputs, the engine.
+        let mut same = base.clone();
+        same.task_id = Some("another".into());
+        same.duration_ms = Some(77.0);
+        same.module_sha256 = None;
+        same.input_sha256 = Some("cd".repeat(32));
+        same.engine = Some(Engine::wasmi(true, false));
+        same.entry = Some("other".into());
+        assert_eq!(same.output_digest(), digest);
+        // What was produced: every field of it counts.
+        let changes: [fn(&mut TaskResult); 8] = [
+            |r| r.status = Status::Trap,
+            |r| r.result = Some(vec![json!(145)]),
+            |r| r.exit_code = Some(0),
+            |r| r.stdout = GuestOutput::from_capture(b"x", 1),
+            |r| r.stderr = GuestOutput::from_capture(b"x", 1),
+            |r| r.stdout = GuestOutput::from_capture(b"", 1),
+            |r| r.fuel_consumed = Some(100),
+            |r| r.fuel_consumed = None,
+        ];
+        for change in changes {
+            let mut r = base.clone();
+            change(&mut r);
+            assert_ne!(r.output_digest(), digest, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn canonical_hashes_ignore_key_order_and_number_spelling() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":[1.0,"x"]}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":[1,"x"],"b":1e0}"#).unwrap();
+        assert_eq!(canonical_sha256(&a), canonical_sha256(&b));
+        // sha256 of `{"a":[1,"x"],"b":1}`
+        assert_eq!(
+            canonical_sha256(&a),
+            crate::task::hex(&sha2::Sha256::digest(br#"{"a":[1,"x"],"b":1}"#))
+        );
+    }
 
     fn sample() -> TaskResult {
         let mut r = TaskResult::new(Some("t-1".into()), Status::Ok);
@@ -366,6 +507,15 @@ mod tests {
         r.fuel_consumed = Some(99);
         r.duration_ms = Some(0.5);
         r.module_sha256 = Some("ab".repeat(32));
+        r.input_sha256 = Some("cd".repeat(32));
+        r.args_sha256 = Some(canonical_sha256(&r.args));
+        r.engine = Some(Engine::wasmi(true, false));
+        r.limits = Some(AppliedLimits {
+            fuel: Some(1000),
+            memory_bytes: 1 << 20,
+            timeout_ms: Some(1500),
+        });
+        r.output_sha256 = Some(r.output_digest());
         r
     }
 
@@ -401,6 +551,11 @@ mod tests {
             "fuel_consumed",
             "duration_ms",
             "module_sha256",
+            "input_sha256",
+            "args_sha256",
+            "engine",
+            "limits",
+            "output_sha256",
             "error",
         ] {
             assert!(v.get(key).is_some(), "missing {key}: {v}");

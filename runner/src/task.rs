@@ -13,7 +13,7 @@ use tracing::info;
 use crate::entry::Request;
 use crate::exec::{execute, Execution, Limits};
 use crate::input::{parse_args_json, parse_input, TaskInput};
-use crate::result::{GuestOutput, Status, TaskResult};
+use crate::result::{canonical_sha256, AppliedLimits, Engine, GuestOutput, Status, TaskResult};
 use crate::wasi::{CaptureBuffer, Determinism, OutputSink, Preopen, StdinSource, WasiConfig};
 
 /// Where a task's input file is visible to a WASI command.
@@ -41,8 +41,28 @@ pub struct TaskOptions {
     pub deterministic: bool,
 }
 
-/// Runs one task and returns its result; never panics on bad input.
+/// Runs one task and returns its result, naming the engine and limits and with its
+/// [`TaskResult::output_digest`]; never panics on bad input.
 pub fn run_task(opts: &TaskOptions) -> TaskResult {
+    let mut result = run(opts);
+    result.engine = Some(Engine::wasmi(
+        opts.limits.fuel.is_some(),
+        opts.deterministic,
+    ));
+    result.limits = Some(AppliedLimits {
+        fuel: opts.limits.fuel,
+        memory_bytes: opts.limits.max_memory as u64,
+        timeout_ms: opts
+            .limits
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    });
+    result.cap_fields();
+    result.output_sha256 = Some(result.output_digest());
+    result
+}
+
+fn run(opts: &TaskOptions) -> TaskResult {
     let mut result = TaskResult::new(opts.task_id.clone(), Status::Error);
     let fail = |mut r: TaskResult, status: Status, error: String| {
         r.status = status;
@@ -82,13 +102,16 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
                 let msg = format!("cannot read the input {}: {e}", path.display());
                 return fail(result, Status::Error, msg);
             }
-            Ok(bytes) => match parse_input(&bytes) {
-                Ok(i) => i,
-                Err(e) => {
-                    let msg = format!("input {}: {e}", path.display());
-                    return fail(result, Status::InvalidInput, msg);
+            Ok(bytes) => {
+                result.input_sha256 = Some(hex(&Sha256::digest(&bytes)));
+                match parse_input(&bytes) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        let msg = format!("input {}: {e}", path.display());
+                        return fail(result, Status::InvalidInput, msg);
+                    }
                 }
-            },
+            }
         },
     };
     let args = match opts.args_json.as_deref().map(parse_args_json).transpose() {
@@ -113,7 +136,11 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
         stdin: StdinSource::Null,
         stdout: OutputSink::Capture(stdout.clone()),
         stderr: OutputSink::Capture(stderr.clone()),
-        determinism: determinism(opts.deterministic, opts.task_id.as_deref()),
+        determinism: determinism(
+            opts.deterministic,
+            result.module_sha256.as_deref(),
+            result.input_sha256.as_deref(),
+        ),
     };
     let exec = Execution {
         module,
@@ -134,6 +161,9 @@ pub fn run_task(opts: &TaskOptions) -> TaskResult {
 
     result.status = outcome.status;
     result.entry = outcome.entry;
+    if outcome.status != Status::InvalidInput || !outcome.args.is_empty() {
+        result.args_sha256 = Some(canonical_sha256(&outcome.args));
+    }
     result.args = outcome.args;
     result.result = outcome.result;
     result.exit_code = outcome.exit_code;
@@ -183,11 +213,22 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
-/// `--deterministic`: clocks and random bytes seeded from the task id (no id is the empty
-/// id), so that every run of one task sees the same world.
-pub fn determinism(enabled: bool, task_id: Option<&str>) -> Determinism {
+/// `--deterministic`: fixed clocks, and random bytes seeded from the hex SHA-256 of the
+/// module and of the input (none: empty), so that every run of one module on one input
+/// sees the same world, whatever the task is called: what lets equal tasks share one
+/// cached result and a receipt be checked by running it again.
+pub fn determinism(
+    enabled: bool,
+    module_sha256: Option<&str>,
+    input_sha256: Option<&str>,
+) -> Determinism {
     if enabled {
-        Determinism::Seeded(Sha256::digest(task_id.unwrap_or("")).into())
+        let mut seed = Sha256::new();
+        seed.update(b"wasm-exec deterministic v1\n");
+        seed.update(module_sha256.unwrap_or("").as_bytes());
+        seed.update(b"\n");
+        seed.update(input_sha256.unwrap_or("").as_bytes());
+        Determinism::Seeded(seed.finalize().into())
     } else {
         Determinism::Real
     }

@@ -5,6 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use sha2::Digest;
 use support::{sample, wasi_module, Sandbox};
 
 const TRAPS: &str = r#"(module
@@ -44,7 +45,18 @@ fn fib_sample_with_its_input_gives_144() {
     assert_eq!(run.line["task_id"], "fib-1");
     assert_eq!(run.line["schema_version"], 1);
     assert!(run.line["fuel_consumed"].as_u64().unwrap() > 0);
-    assert_eq!(run.line["module_sha256"].as_str().unwrap().len(), 64);
+    let sha = |bytes: &[u8]| runner::task::hex(&sha2::Sha256::digest(bytes));
+    let file = |name| std::fs::read(sample(name)).unwrap();
+    assert_eq!(run.line["module_sha256"], sha(&file("fib.wasm")));
+    assert_eq!(run.line["input_sha256"], sha(&file("fib-input.json")));
+    assert_eq!(run.line["args_sha256"], sha(b"[12]"));
+    assert_eq!(
+        run.line["engine"],
+        json!({"name": "wasmi", "version": runner::result::WASMI_VERSION, "fuel_metering": true, "deterministic": false})
+    );
+    assert_eq!(run.line["limits"]["memory_bytes"], 256 << 20);
+    let result: runner::TaskResult = serde_json::from_value(run.line.clone()).unwrap();
+    assert_eq!(run.line["output_sha256"], result.output_digest());
     // The file and the stdout line are the same object.
     assert_eq!(run.file, run.line);
 }
@@ -534,11 +546,16 @@ fn deterministic_runs_give_byte_identical_results() {
             &["--deterministic", "--task-id", task],
         );
         assert_eq!(run.status(), "ok", "{run:?}");
-        run.file_bytes
+        run
     };
     let first = det("task-a");
-    assert_eq!(first, det("task-a"));
-    assert_ne!(first, det("task-b"), "the seed must come from the task id");
+    assert_eq!(first.file_bytes, det("task-a").file_bytes);
+    // The seed comes from the module and the input, not the task's name: equal tasks see
+    // one world (what lets a cached result or a re-execution stand for a run).
+    let other = det("task-b");
+    assert_eq!(first.line["result"], other.line["result"]);
+    assert_eq!(first.line["output_sha256"], other.line["output_sha256"]);
+    assert_eq!(first.line["engine"]["deterministic"], true);
     let real = |_| {
         sb.call(&module, "entropy", "[]", &["--task-id", "task-a"])
             .line["result"]

@@ -90,6 +90,9 @@ pub struct AttemptOutcome {
     pub retryable: bool,
     /// How long each stage that ran took.
     pub stages: Vec<(Stage, Duration)>,
+    /// The node the task's pod ran on, where the backend knows it (Kubernetes): a
+    /// re-execution check keeps off it.
+    pub node: Option<String>,
 }
 
 impl AttemptOutcome {
@@ -103,6 +106,7 @@ impl AttemptOutcome {
             failure: Some(kind),
             retryable,
             stages: Vec::new(),
+            node: None,
         }
     }
 
@@ -121,6 +125,7 @@ impl AttemptOutcome {
             retryable: runner_failed,
             result: Some(result),
             stages: Vec::new(),
+            node: None,
         }
     }
 }
@@ -150,6 +155,30 @@ pub trait Backend: Send + Sync {
         _task: &'a Task,
         _report: Option<&'a TaskReport>,
     ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// A re-execution check (`verify_fraction`): a second run of `task`, independent of
+    /// its first (`first`): in a pod of its own, which may exist beside the first's, and on
+    /// Kubernetes on another node than `first.node`. Like `run`, it collects a check run a
+    /// previous coordinator left. A backend without checks says so as a failed outcome.
+    fn run_check<'a>(
+        &'a self,
+        _task: &'a Task,
+        _first: &'a AttemptOutcome,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(async {
+            AttemptOutcome::failed(
+                FailureKind::Local,
+                Stage::Run,
+                "this backend runs no re-execution checks".into(),
+                false,
+            )
+        })
+    }
+
+    /// Frees what a check run of `task` holds (its Job, its work dir).
+    fn release_check<'a>(&'a self, _task: &'a Task) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 

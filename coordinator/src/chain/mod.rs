@@ -26,7 +26,6 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 pub use alloy::transports::http::reqwest::Url;
 use runner::Status;
-use sha2::{Digest, Sha256};
 
 use crate::task::{ReportStatus, TaskReport};
 
@@ -106,6 +105,7 @@ pub fn status_code(status: ReportStatus) -> u8 {
         ReportStatus::Runner(Status::InvalidInput) => 5,
         ReportStatus::FetchFailed => 6,
         ReportStatus::Runner(Status::Error) => 7,
+        ReportStatus::Nondeterministic => 8,
     }
 }
 
@@ -129,13 +129,13 @@ pub fn result_text(report: &TaskReport, max: usize) -> String {
 }
 
 /// The `resultHash` posted: sha256 of the runner's result object in RFC 8785 form; zero
-/// when there is none.
+/// when there is none. The same value as the receipt's `result_sha256`.
 pub fn result_hash(report: &TaskReport) -> B256 {
     report
         .result
         .as_ref()
-        .and_then(|r| serde_json_canonicalizer::to_vec(r).ok())
-        .map_or(B256::ZERO, |bytes| B256::from_slice(&Sha256::digest(bytes)))
+        .and_then(|r| crate::receipt::result_sha256(r).parse().ok())
+        .unwrap_or(B256::ZERO)
 }
 
 /// Reads the executor's key. Errors never include the file's contents.
@@ -197,6 +197,7 @@ mod tests {
     use super::*;
     use crate::task::Task;
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn task_ids_round_trip_and_belong_to_one_contract() {
@@ -237,8 +238,8 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(
             sorted,
-            (0..=7).collect::<Vec<u8>>(),
-            "one code each, 0 to 7"
+            (0..=8).collect::<Vec<u8>>(),
+            "one code each, 0 to 8"
         );
         assert_eq!(status_code(ReportStatus::FetchFailed), 6);
         assert_eq!(status_code(ReportStatus::Runner(Status::OutOfFuel)), 2);

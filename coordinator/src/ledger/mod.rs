@@ -210,6 +210,14 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         value: String,
     ) -> BoxFuture<'_, Result<(), LedgerError>>;
 
+    /// Remembers that the report of `task_id` (done `ok`) answers every task with this
+    /// cache key (see [`crate::cache`]). The first task recorded under a key keeps it.
+    fn cache_put(&self, key: String, task_id: String) -> BoxFuture<'_, Result<(), LedgerError>>;
+
+    /// The report that answers tasks with this cache key: a task done `ok` recorded under
+    /// it, if the ledger still holds that task.
+    fn cache_get(&self, key: String) -> BoxFuture<'_, Result<Option<TaskReport>, LedgerError>>;
+
     /// A task's notes, by key.
     fn notes(&self, task_id: String) -> BoxFuture<'_, Result<Notes, LedgerError>>;
 

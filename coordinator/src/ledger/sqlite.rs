@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS notes (
     value   TEXT NOT NULL,
     PRIMARY KEY (task_id, key)
 );
+-- The result cache (Ledger::cache_put): a deterministic task's cache key, and the task
+-- done ok whose report answers every task with that key.
+CREATE TABLE IF NOT EXISTS cache (
+    key     TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "seq, task_id, task, state, status, attempts, accepted_at, started_at, finished_at, report, published, delivered";
@@ -89,6 +95,11 @@ enum Op {
         task_id: String,
         key: String,
         value: String,
+        reply: Reply<()>,
+    },
+    CachePut {
+        key: String,
+        task_id: String,
         reply: Reply<()>,
     },
 }
@@ -338,6 +349,7 @@ fn fail(op: Op, path: &Path, why: &str) {
         Op::Delivered { reply, .. } => drop(reply.send(Err(err()))),
         Op::SetCursor(_, _, r) => drop(r.send(Err(err()))),
         Op::Note { reply, .. } => drop(reply.send(Err(err()))),
+        Op::CachePut { reply, .. } => drop(reply.send(Err(err()))),
     }
 }
 
@@ -415,6 +427,22 @@ fn apply_op(path: &Path, tx: &Transaction<'_>, op: Op) -> Answer {
                 )
                 .map(|_| ())
                 .map_err(sql(path, format!("saving the cursor of {name}")));
+            answer(path, reply, r)
+        }
+        Op::CachePut {
+            key,
+            task_id,
+            reply,
+        } => {
+            // The first task to fill a key keeps it: its receipt is the one cached answers
+            // name.
+            let r = tx
+                .execute(
+                    "INSERT INTO cache (key, task_id) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                    params![key, task_id],
+                )
+                .map(|_| ())
+                .map_err(sql(path, format!("caching the result of task {task_id:?}")));
             answer(path, reply, r)
         }
         Op::Note {
@@ -821,6 +849,31 @@ impl Ledger for SqliteLedger {
             key,
             value,
             reply,
+        })
+    }
+
+    fn cache_put(&self, key: String, task_id: String) -> BoxFuture<'_, Result<(), LedgerError>> {
+        self.write(move |reply| Op::CachePut {
+            key,
+            task_id,
+            reply,
+        })
+    }
+
+    fn cache_get(&self, key: String) -> BoxFuture<'_, Result<Option<TaskReport>, LedgerError>> {
+        self.read(move |path, c| {
+            let task_id: Option<String> = c
+                .query_row("SELECT task_id FROM cache WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql(path, format!("looking up the cache key {key}")))?;
+            let Some(task_id) = task_id else {
+                return Ok(None);
+            };
+            Ok(by_id(path, c, &task_id)?
+                .and_then(|e| e.report)
+                .filter(|r| r.status == ReportStatus::OK))
         })
     }
 

@@ -124,6 +124,7 @@ mod tests {
             entry: None,
             limits: Default::default(),
             invalid: None,
+            deterministic: false,
         };
         let mut p = Preloaded::new(
             vec![adopted],

@@ -72,6 +72,7 @@ impl PlaceholderSource {
                 entry: Some(s.entry.into()),
                 limits: Default::default(),
                 invalid: None,
+                deterministic: false,
             })
             .collect();
         Self { tasks }

@@ -25,7 +25,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, NodeSelectorRequirement, PodSpec, VolumeMount,
+};
 use sha2::{Digest, Sha256};
 
 use crate::task::{RunLimits, Task, TaskLimits};
@@ -220,6 +222,56 @@ pub fn job_name(task_id: &str) -> String {
     format!("{NAME_PREFIX}{}", task_label(task_id))
 }
 
+/// The label on a re-execution check's Job (`"true"`): such a Job is no task of its own,
+/// and is not adopted as one.
+pub const LABEL_CHECK: &str = "wasm-exec.io/check";
+
+/// The name of the Job of a task's re-execution check: the Job name of an id no task can
+/// have (task ids hold no control characters), so it never meets a task's.
+pub fn check_job_name(task_id: &str) -> String {
+    job_name(&format!("{task_id}\ncheck"))
+}
+
+/// `task`'s Job as a re-execution check: its own name and the [`LABEL_CHECK`] label, and
+/// kept off `avoid_node` (the node of the first run's pod) by a required node affinity.
+pub fn as_check(mut job: Job, task_id: &str, avoid_node: Option<&str>) -> Job {
+    job.metadata.name = Some(check_job_name(task_id));
+    job.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(LABEL_CHECK.into(), "true".into());
+    if let Some(node) = avoid_node {
+        let pod_spec = job
+            .spec
+            .get_or_insert_with(Default::default)
+            .template
+            .spec
+            .get_or_insert_with(PodSpec::default);
+        let affinity = pod_spec.affinity.get_or_insert_with(Default::default);
+        let required = affinity
+            .node_affinity
+            .get_or_insert_with(Default::default)
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Default::default);
+        let off_node = NodeSelectorRequirement {
+            key: "metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(vec![node.to_owned()]),
+        };
+        if required.node_selector_terms.is_empty() {
+            required.node_selector_terms.push(Default::default());
+        }
+        // Terms are ORed: the requirement goes into each, so every way to schedule the
+        // pod keeps it off the node.
+        for term in &mut required.node_selector_terms {
+            term.match_fields
+                .get_or_insert_with(Vec::new)
+                .push(off_node.clone());
+        }
+    }
+    job
+}
+
 /// The task's part of its Job's name, also its `wasm-exec.io/task-id` label value: a
 /// DNS-1123 label (so a valid label value) of at most 53 characters. Distinct ids get
 /// distinct parts by construction, up to a 64-bit hash collision:
@@ -339,6 +391,7 @@ pub fn build_job(template: &Job, task: &Task, s: &JobSettings) -> Job {
         output: Path::new(pod::path::RESULT),
         timeout_sec: limits.timeout.as_secs_f64(),
         fuel: limits.fuel,
+        deterministic: task.deterministic,
     }
     .vars();
     // parse_template made sure both containers are there.
@@ -424,6 +477,12 @@ pub fn task_of(job: &Job) -> Result<Task, JobError> {
         ),
         limits,
         invalid: None,
+        deterministic: env(
+            Some(&pod_spec.containers),
+            RUNNER_CONTAINER,
+            pod::env::DETERMINISTIC,
+        )
+        .is_some_and(|v| v == "true"),
     })
 }
 
@@ -476,6 +535,7 @@ mod tests {
             entry: Some("fib".into()),
             limits: Default::default(),
             invalid: None,
+            deterministic: false,
         }
     }
 
@@ -882,8 +942,9 @@ mod tests {
             wasm in dollar_text(),
             input in prop::option::of(dollar_text()),
             entry in prop::option::of(dollar_text()),
+            deterministic in any::<bool>(),
         ) {
-            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry, limits: TaskLimits::default(), invalid: None };
+            let t = Task { task_id: id, wasm_cid: wasm, input_cid: input, entry, limits: TaskLimits::default(), invalid: None, deterministic };
             let job = build_job(&template(), &t, &settings());
             prop_assert_eq!(task_of(&job), Ok(t.clone()));
             let (fetcher, runner) = containers(&job);

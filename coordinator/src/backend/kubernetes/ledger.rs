@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -24,13 +24,15 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::job::job_name;
-use super::wasm_task::{entry_of, for_task, name_of, status_of, task_of, WasmTask};
+use super::wasm_task::{
+    entry_of, for_task, name_of, status_of, task_of, WasmTask, CACHE_KEY_LABEL,
+};
 use crate::backend::BoxFuture;
 use crate::ledger::state::{self, Transition};
 use crate::ledger::{
     now_ms, Accepted, Counts, Entry, Filter, Ledger, LedgerError, Notes, Phase, Unpublished,
 };
-use crate::task::{Task, TaskReport};
+use crate::task::{ReportStatus, Task, TaskReport};
 
 /// The command that installs the custom resource, for errors and `/readyz`.
 pub const INSTALL_CRD: &str = "kubectl apply -f k8s/crd.yaml";
@@ -120,6 +122,11 @@ pub const CURSORS: &str = "wasm-exec-cursors";
 const CURSOR_TRIES: usize = 5;
 
 /// A ConfigMap key for a source's cursor name (keys allow `[-._a-zA-Z0-9]`).
+/// A cache key as a label value (at most 63 characters).
+fn cache_label(key: &str) -> &str {
+    key.get(..63).unwrap_or(key)
+}
+
 fn cursor_key(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -600,6 +607,62 @@ impl Ledger for WasmTaskLedger {
             self.transition(&task_id, Write::Note { key, value })
                 .await
                 .map(|_| ())
+        })
+    }
+
+    /// The key goes on the task's WasmTask: its first 63 digits as a label (to list by),
+    /// the whole key as an annotation (to confirm). It lasts as long as the WasmTask
+    /// (`task_ttl` after it is published).
+    fn cache_put(&self, key: String, task_id: String) -> BoxFuture<'_, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let name = self.lock_index().name_for(&task_id);
+            let patch = serde_json::json!({"metadata": {
+                "labels": {CACHE_KEY_LABEL: cache_label(&key)},
+                "annotations": {CACHE_KEY_LABEL: key},
+            }});
+            match self
+                .api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(written) => {
+                    self.remember(written);
+                    Ok(())
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => Err(LedgerError::Unknown(task_id)),
+                Err(e) => Err(api_error(
+                    format!("labelling WasmTask {name} with its cache key"),
+                    e,
+                )),
+            }
+        })
+    }
+
+    fn cache_get(&self, key: String) -> BoxFuture<'_, Result<Option<TaskReport>, LedgerError>> {
+        Box::pin(async move {
+            let lp =
+                ListParams::default().labels(&format!("{CACHE_KEY_LABEL}={}", cache_label(&key)));
+            let found = self.api.list(&lp).await.map_err(|e| {
+                api_error(
+                    format!(
+                        "listing WasmTasks of cache key {key} in namespace {}",
+                        self.namespace
+                    ),
+                    e,
+                )
+            })?;
+            Ok(found
+                .items
+                .iter()
+                .filter(|wt| {
+                    wt.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(CACHE_KEY_LABEL))
+                        == Some(&key)
+                })
+                .filter_map(|wt| entry_of(wt).ok()?.report)
+                .find(|r| r.status == ReportStatus::OK))
         })
     }
 

@@ -159,6 +159,11 @@ impl KubernetesBackend {
             if job.metadata.deletion_timestamp.is_some() {
                 continue;
             }
+            let labels = job.metadata.labels.as_ref();
+            if labels.is_some_and(|l| l.contains_key(job::LABEL_CHECK)) {
+                // A check run: its task's own run collects it.
+                continue;
+            }
             // Read back, then validated like a task from any source.
             match task_of(&job).map(Task::validate) {
                 Ok(Ok(t)) => tasks.push(t),
@@ -172,7 +177,12 @@ impl KubernetesBackend {
     }
 
     async fn attempt(&self, task: &Task) -> AttemptOutcome {
-        let mut job = build_job(&self.template, task, &self.settings);
+        let job = build_job(&self.template, task, &self.settings);
+        self.attempt_job(task, job).await
+    }
+
+    /// One attempt with `job`: the task's own Job, or its check's ([`job::as_check`]).
+    async fn attempt_job(&self, task: &Task, mut job: Job) -> AttemptOutcome {
         if let Some(ledger) = &self.owners {
             let Some((name, uid)) = ledger.owner_of(&task.task_id) else {
                 return AttemptOutcome::failed(
@@ -395,6 +405,7 @@ impl KubernetesBackend {
             ),
         };
         outcome.stages = pod.map(stage_times).unwrap_or_default();
+        outcome.node = pod.and_then(|p| p.spec.as_ref()?.node_name.clone());
         outcome
     }
 
@@ -511,6 +522,28 @@ impl Backend for KubernetesBackend {
                     "Job {name} is still there {} s after its deletion",
                     GONE_WITHIN.as_secs()
                 );
+            }
+        })
+    }
+
+    fn run_check<'a>(
+        &'a self,
+        task: &'a Task,
+        first: &'a AttemptOutcome,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(async move {
+            let job = build_job(&self.template, task, &self.settings);
+            let job = job::as_check(job, &task.task_id, first.node.as_deref());
+            self.attempt_job(task, job).await
+        })
+    }
+
+    fn release_check<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let name = job::check_job_name(&task.task_id);
+            let uid = self.uids.lock().ok().and_then(|mut u| u.remove(&name));
+            if let Some(uid) = uid {
+                self.delete(&name, uid).await;
             }
         })
     }

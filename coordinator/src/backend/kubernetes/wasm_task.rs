@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::job::{task_label, LABEL_MANAGED_BY, MANAGER};
 use crate::ledger::{Entry, Phase};
@@ -22,6 +21,9 @@ pub const KIND: &str = "WasmTask";
 pub const PLURAL: &str = "wasmtasks";
 /// The condition saying every sink has the report.
 pub const PUBLISHED: &str = "Published";
+/// The label that finds a WasmTask by its cache key (the key's first 63 hex digits: a
+/// label value's limit), and the annotation holding the whole key.
+pub const CACHE_KEY_LABEL: &str = "wasm-exec.io/cache-key";
 /// The most of the result values kept in `status.result` (the whole report is in
 /// `status.report`).
 pub const RESULT_MAX: usize = 1024;
@@ -66,6 +68,9 @@ pub struct WasmTaskSpec {
     /// Why the task cannot run ([`Task::invalid`]): a malformed on-chain task, recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// [`Task::deterministic`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
 }
 
 /// `spec.limits`: the task's [`TaskLimits`] in the API's spelling.
@@ -97,8 +102,12 @@ pub struct WasmTaskStatus {
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The receipt's `result_sha256`: the runner's result in RFC 8785 form, hashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_sha256: Option<String>,
+    /// [`crate::receipt::Receipt::sha256`] of the report's receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -177,6 +186,7 @@ pub fn for_task(task: &Task, namespace: &str) -> WasmTask {
                 fuel: task.limits.fuel,
             }),
             invalid: task.invalid.clone(),
+            deterministic: task.deterministic,
         },
         status: None,
     }
@@ -203,6 +213,7 @@ pub fn task_of(wt: &WasmTask) -> Result<Task, TaskError> {
                 fuel: l.fuel,
             }),
         invalid: wt.spec.invalid.clone(),
+        deterministic: wt.spec.deterministic,
     }
     .validate()
 }
@@ -280,13 +291,10 @@ pub fn status_of(entry: &Entry, job_name: &str, delivered: &[String]) -> WasmTas
         ),
         _ => r.status.as_str().to_owned(),
     });
-    let result_sha256 = report.and_then(|r| r.result.as_ref()).map(|res| {
-        let bytes = serde_json::to_vec(res).unwrap_or_default();
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    });
+    let result_sha256 = report
+        .and_then(|r| r.result.as_ref())
+        .map(crate::receipt::result_sha256);
+    let receipt_sha256 = report.and_then(|r| r.receipt.as_ref()).map(|r| r.sha256());
     let mut conditions = Vec::new();
     if entry.published {
         conditions.push(Condition {
@@ -309,6 +317,7 @@ pub fn status_of(entry: &Entry, job_name: &str, delivered: &[String]) -> WasmTas
             .and_then(|r| r.error.as_deref())
             .map(|e| runner::result::cap_text(e, ERROR_MAX)),
         result_sha256,
+        receipt_sha256,
         report: report.and_then(|r| serde_json::to_value(r).ok()),
         delivered: delivered.to_vec(),
         notes: Default::default(),

@@ -49,6 +49,8 @@ pub struct LocalBackend {
     pub work_dir: PathBuf,
     /// The program that runs a pod: the coordinator itself (`--local-pod DIR`).
     pub pod_program: PathBuf,
+    /// The runner's linear-memory cap in bytes; `None` leaves the runner's default.
+    pub max_memory: Option<u64>,
 }
 
 impl LocalBackend {
@@ -99,8 +101,7 @@ impl LocalBackend {
 
     /// One attempt: collects or waits for a run a previous coordinator left, else starts
     /// a fresh pod (in a fresh work dir: [`prepare`] removes what a dead run left).
-    async fn attempt(&self, task: &Task) -> AttemptOutcome {
-        let dir = PodDir::of(&self.work_dir, &task.task_id);
+    async fn attempt(&self, task: &Task, dir: PodDir) -> AttemptOutcome {
         let mut waited = false;
         while dir.path().exists() {
             match dir.probe() {
@@ -137,6 +138,7 @@ impl LocalBackend {
             gateway: self.gateway.clone(),
             timeout_sec: limits.timeout.as_secs_f64(),
             fuel: limits.fuel,
+            max_memory: self.max_memory,
         };
         let lock = match prepare(dir, &spec) {
             Ok(lock) => lock,
@@ -355,21 +357,27 @@ fn collect(dir: &PodDir, status: &PodStatus, timeout: Duration) -> AttemptOutcom
 
 impl Backend for LocalBackend {
     fn run<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, AttemptOutcome> {
-        Box::pin(self.attempt(task))
+        Box::pin(self.attempt(task, PodDir::of(&self.work_dir, &task.task_id)))
+    }
+
+    /// In a pod and work dir of its own ([`check_dir`]); locally there is no other node.
+    fn run_check<'a>(
+        &'a self,
+        task: &'a Task,
+        _first: &'a AttemptOutcome,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(self.attempt(task, check_dir(&self.work_dir, &task.task_id)))
+    }
+
+    fn release_check<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, ()> {
+        Box::pin(release_dir(check_dir(&self.work_dir, &task.task_id)))
     }
 
     /// The outcome is recorded, a retry comes next, or the run was cut short: the work
     /// dir goes, once nothing of the task runs in it any more (a pod that was just told to
     /// stop gets [`KILL_SLACK`] to go).
     fn release<'a>(&'a self, task: &'a Task, _report: Option<&'a TaskReport>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let dir = PodDir::of(&self.work_dir, &task.task_id);
-            let until = tokio::time::Instant::now() + KILL_SLACK;
-            while matches!(dir.probe(), Ok(Probe::Held)) && tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = tokio::task::spawn_blocking(move || remove(&dir)).await;
-        })
+        Box::pin(release_dir(PodDir::of(&self.work_dir, &task.task_id)))
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), Vec<NotReady>>> {
@@ -386,6 +394,22 @@ impl Backend for LocalBackend {
             }
         })
     }
+}
+
+/// Removes a work dir once nothing runs in it any more (a pod that was just told to stop
+/// gets [`KILL_SLACK`] to go).
+async fn release_dir(dir: PodDir) {
+    let until = tokio::time::Instant::now() + KILL_SLACK;
+    while matches!(dir.probe(), Ok(Probe::Held)) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || remove(&dir)).await;
+}
+
+/// The work dir of a task's re-execution check: that of an id no task can have (task ids
+/// hold no control characters), so it never meets a task's.
+fn check_dir(root: &Path, task_id: &str) -> PodDir {
+    PodDir::of(root, &format!("{task_id}\ncheck"))
 }
 
 /// The last `max` bytes of a file (nothing if it cannot be read).

@@ -45,6 +45,9 @@ pub struct PodSpec {
     pub gateway: String,
     pub timeout_sec: f64,
     pub fuel: u64,
+    /// The runner's linear-memory cap in bytes; `None` leaves the runner's default.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
 }
 
 /// How one program of the pod ended.
@@ -271,6 +274,9 @@ async fn pod(dir: &PodDir, spec: &PodSpec) -> PodStatus {
     run_cmd
         .env_clear()
         .env(pod::env::TERMINATION_LOG, dir.termination_log());
+    if let Some(bytes) = spec.max_memory {
+        run_cmd.env(pod::env::MAX_MEMORY, bytes.to_string());
+    }
     set_env(
         &mut run_cmd,
         RunnerEnv {
@@ -281,6 +287,7 @@ async fn pod(dir: &PodDir, spec: &PodSpec) -> PodStatus {
             output: &dir.result(),
             timeout_sec: spec.timeout_sec,
             fuel: spec.fuel,
+            deterministic: task.deterministic,
         }
         .vars(),
     );
