@@ -96,7 +96,7 @@ bench-fetcher:
 	$(CARGO) build --release -p fetcher
 	FETCHER_BIN=$(RELEASE_BIN)/fetcher $(CARGO) bench -p fetcher --bench fetcher_vs_plain
 
-## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2 (BASELINE_COORDINATOR=path adds another coordinator), POST /tasks at 100/s for 60 s, memory against a ledger of 1 000 vs 100 000 tasks, 100 tasks through the Kubernetes backend against the test stand-in, 200 tasks from submitTask to ResultPosted on anvil with the RPC calls per task (needs scripts/ensure-chain-tools.sh)
+## bench-coordinator: 200 trivial tasks through the local backend at concurrency 1 and 2 (BASELINE_COORDINATOR=path adds another coordinator), POST /tasks at 100/s for 60 s, memory against a ledger of 1 000 vs 100 000 tasks, 100 tasks through the Kubernetes backend against the test stand-in, 200 tasks from submitTask to ResultPosted on anvil with the RPC calls per task (needs scripts/ensure-chain-tools.sh), 1 000 tasks with unsigned vs signed receipts and with the result cache off, missing and hitting
 bench-coordinator:
 	$(CARGO) build --release --workspace
 	$(CARGO) bench -p coordinator --bench coordinator_local
@@ -104,6 +104,7 @@ bench-coordinator:
 	$(CARGO) bench -p coordinator --bench coordinator_ledger
 	$(CARGO) bench -p coordinator --bench coordinator_kubernetes
 	$(CARGO) bench -p coordinator --bench coordinator_chain
+	$(CARGO) bench -p coordinator --bench coordinator_receipts
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (not part of `make test`; see fuzz/README.md)
 fuzz:

@@ -45,8 +45,8 @@ PROJECT_IMAGES = ("executor-demo/",)
 COORDINATOR_ROLE = "wasm-exec-coordinator"
 COORDINATOR_RULES = {
     *(("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")),
-    # The ledger: WasmTasks and their status.
-    *(("wasm-exec.io", "wasmtasks", v) for v in ("create", "get", "list", "watch", "delete")),
+    # The ledger: WasmTasks and their status; patch for the result cache's label.
+    *(("wasm-exec.io", "wasmtasks", v) for v in ("create", "get", "list", "watch", "patch", "delete")),
     *(("wasm-exec.io", "wasmtasks/status", v) for v in ("get", "update")),
     *(("", "pods", v) for v in ("get", "list", "watch")),
     ("", "pods/log", "get"),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python packages the checks use, pinned, into a virtualenv under target/:
 # kubernetes-validate, which bundles the upstream Kubernetes JSON schemas (strict variants
-# included) for `make manifests-check`, and cryptography, the Ed25519 implementation the
-# receipt tests check ours against (`make unit`). Nothing is fetched at check time.
+# included) for `make manifests-check`; cryptography (Ed25519) and rfc8785 (canonical JSON),
+# the implementations the receipt tests check ours against (`make unit`). Nothing is fetched at check time.
 # Does nothing when the pinned versions are already there. Fails loudly, naming the cause,
 # when it cannot install: no check is ever skipped.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${VALIDATE_VENV:-target/validate-venv}
-pins=(kubernetes-validate==1.37.0 cryptography==46.0.3)
+pins=(kubernetes-validate==1.37.0 cryptography==46.0.3 rfc8785==0.1.4)
 
 installed() {
   [ -x "$venv/bin/python" ] && "$venv/bin/python" - "${pins[@]}" <<'EOF' 2>/dev/null
@@ -20,6 +20,7 @@ import sys
 from importlib.metadata import version
 import kubernetes_validate.utils  # noqa: F401  (the packages and their dependencies import)
 import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+import rfc8785  # noqa: F401
 sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
 EOF
 }

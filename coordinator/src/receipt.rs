@@ -324,6 +324,30 @@ mod tests {
         );
     }
 
+    /// RFC 8785's own examples (sections 3.2.2 and 3.2.3): what is signed is this form.
+    #[test]
+    fn the_canonical_form_is_rfc_8785s() {
+        let cases = [
+            (
+                r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+                   "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+                   "literals": [null, true, false]}"#,
+                r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#,
+            ),
+            (
+                r#"{"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+                   "1": "One", "\ud83d\ude00": "Emoji: Grinning Face", "\u0080": "Control",
+                   "\u00f6": "Latin Small Letter O With Diaeresis"}"#,
+                "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}",
+            ),
+        ];
+        for (input, expected) in cases {
+            let value: serde_json::Value = serde_json::from_str(input).unwrap();
+            let got = serde_json_canonicalizer::to_string(&value).unwrap();
+            assert_eq!(got, expected);
+        }
+    }
+
     #[test]
     fn a_signed_receipt_verifies_and_binds_the_report() {
         let r = signed();

@@ -1474,3 +1474,122 @@ fn a_follower_holds_no_task_in_memory_and_the_leader_only_those_in_flight() {
         assert_eq!(follower.held(), 0);
     });
 }
+
+/// `now()`: the realtime clock in nanoseconds, read through WASI.
+const CLOCK_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "now") (result i64)
+    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 0)))
+    (i64.load (i32.const 0))))"#;
+
+#[test]
+fn a_checked_task_runs_again_off_the_first_node_and_a_clock_reader_is_flagged() {
+    let clock = wasm_of(CLOCK_WAT);
+    let k = Kube::start(&[&clock]);
+    let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
+    let fib_input = cid(&std::fs::read(samples().join("fib-input.json")).unwrap());
+    let tasks = k.tasks(
+        "t.jsonl",
+        &[
+            task_line("fib", &fib, Some(&fib_input), None),
+            task_line("clock", &cid(&clock), None, Some("now")),
+        ],
+    );
+    let run = k
+        .coord()
+        .arg("--tasks")
+        .arg(&tasks)
+        .args(["--verify-fraction", "1"])
+        .run();
+    run.expect_code(0);
+    let by_id = run.by_id();
+    assert_eq!(by_id["fib"]["status"], "ok", "{}", run.describe());
+    assert_eq!(by_id["fib"]["verification"]["matched"], true);
+    let clock_report = &by_id["clock"];
+    assert_eq!(
+        clock_report["status"],
+        "nondeterministic",
+        "{}",
+        run.describe()
+    );
+    assert_eq!(clock_report["verification"]["matched"], false);
+    // Two Jobs a task: its own, then the check's, which keeps off the first pod's node.
+    assert_eq!(job_creates(&k), 4);
+    let check_jobs: Vec<Value> = k
+        .cluster
+        .created_jobs()
+        .into_iter()
+        .filter(|job| job.pointer("/metadata/labels/wasm-exec.io~1check") == Some(&json!("true")))
+        .collect();
+    assert_eq!(check_jobs.len(), 2, "one check Job a task");
+    for job in &check_jobs {
+        let fields = job
+            .pointer("/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0")
+            .unwrap_or_else(|| panic!("no node affinity: {job}"));
+        assert_eq!(
+            fields,
+            &json!({"key": "metadata.name", "operator": "NotIn", "values": ["node-a"]})
+        );
+    }
+    // The stand-in puts pods on the first node their affinity allows: the checks on node-b.
+    let scheduled = k.cluster.scheduled();
+    let on = |node: &str| scheduled.iter().filter(|(_, n)| n == node).count();
+    assert_eq!((on("node-a"), on("node-b")), (2, 2), "{scheduled:?}");
+    let events = k.events_of(&job_name("clock"));
+    let flagged = events.iter().find(|(r, _)| r == "Nondeterministic");
+    let (_, note) = flagged.unwrap_or_else(|| panic!("no Nondeterministic event: {events:?}"));
+    let v = &clock_report["verification"];
+    for hash in [&v["output_sha256"], &v["check_output_sha256"]] {
+        assert!(note.contains(hash.as_str().unwrap()), "{note}");
+    }
+    k.expect_clean(&run);
+}
+
+#[test]
+fn a_cached_task_creates_no_job_even_after_a_restart() {
+    let k = Kube::start(&[]);
+    let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
+    let fib_input = cid(&std::fs::read(samples().join("fib-input.json")).unwrap());
+    let det = |id: &str| {
+        json!({"task_id": id, "wasm_cid": fib, "input_cid": fib_input, "deterministic": true})
+            .to_string()
+    };
+    let first = k
+        .coord()
+        .arg("--tasks")
+        .arg(k.tasks("1.jsonl", &[det("d1")]))
+        .run();
+    first.expect_code(0);
+    assert_eq!(job_creates(&k), 1);
+    let d1 = first.by_id()["d1"].clone();
+    // The WasmTask carries the key and the receipt's hash.
+    let objects = k
+        .cluster
+        .custom_objects("wasm-exec.io/v1alpha1", "wasmtasks", NS);
+    let d1_object = objects
+        .iter()
+        .find(|o| o["spec"]["taskId"] == "d1" || o["metadata"]["name"] == "d1")
+        .unwrap();
+    assert!(d1_object
+        .pointer("/metadata/labels/wasm-exec.io~1cache-key")
+        .is_some());
+    let receipt: coordinator::receipt::Receipt =
+        serde_json::from_value(d1["receipt"].clone()).unwrap();
+    assert_eq!(d1_object["status"]["receiptSha256"], receipt.sha256());
+
+    // Another coordinator (a restart): the equal task is answered from the WasmTasks.
+    let second = k
+        .coord()
+        .arg("--tasks")
+        .arg(k.tasks("2.jsonl", &[det("d2")]))
+        .run();
+    second.expect_code(0);
+    assert_eq!(job_creates(&k), 1, "a cache hit creates no Job");
+    let d2 = &second.by_id()["d2"];
+    assert_eq!(d2["cached"], true, "{}", second.describe());
+    assert_eq!(d2["cached_from"]["task_id"], "d1");
+    assert_eq!(d2["result"]["result"], json!([144]));
+    k.expect_clean(&second);
+}

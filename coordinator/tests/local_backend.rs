@@ -974,10 +974,13 @@ fn a_pod_killed_from_outside_takes_its_programs_with_it_and_the_task_is_retried(
         .timeout(Duration::from_secs(90))
         .spawn();
     let root = spawned.pid().as_raw();
+    let work = spawned_work(&spawned);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let pod = loop {
         let runners = descendants_named(root, &["runner"]);
-        let pods: Vec<i32> = processes_mentioning("--local-pod")
+        // This coordinator's pod only (its dir is in this work dir): other tests running
+        // beside this one have pods too, and killing one of theirs proves nothing here.
+        let pods: Vec<i32> = processes_mentioning(&work)
             .into_iter()
             .filter(|(_, cmd)| cmd.contains("--local-pod"))
             .map(|(pid, _)| pid)
@@ -996,7 +999,6 @@ fn a_pod_killed_from_outside_takes_its_programs_with_it_and_the_task_is_retried(
     // orphaned one is killed before the retry starts its own. (A killed one can still be
     // seen for a moment while the kernel tears it down: only an overlap that lasts 100 ms
     // counts.)
-    let work = spawned_work(&spawned);
     let mut spawned = spawned;
     let mut most = 0;
     let mut streak = 0;

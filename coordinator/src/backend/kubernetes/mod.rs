@@ -497,6 +497,18 @@ impl Backend for KubernetesBackend {
                     )
                     .await;
                 }
+                Some(r) if r.status == ReportStatus::Nondeterministic => {
+                    let v = r.verification.as_ref();
+                    let note = format!(
+                        "task {}: a second run (Job {}) gave another output: output_sha256 {} then {}",
+                        task.task_id,
+                        job::check_job_name(&task.task_id),
+                        v.map_or("?", |v| v.output_sha256.as_str()),
+                        v.and_then(|v| v.check_output_sha256.as_deref()).unwrap_or("?"),
+                    );
+                    self.record(&name, EventType::Warning, "Nondeterministic", "Check", note)
+                        .await;
+                }
                 Some(r) => {
                     let cause = format!(
                         "task {}: {}{}: {}",

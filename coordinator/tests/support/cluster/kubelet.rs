@@ -144,6 +144,30 @@ pub(super) async fn run(c: Arc<Cluster>, mut pods: mpsc::UnboundedReceiver<PodRe
     }
 }
 
+/// The stand-in's nodes, in the order pods are put on them.
+pub(super) const NODES: [&str; 2] = ["node-a", "node-b"];
+
+/// The nodes a pod's required node affinity keeps it off (`matchFields` on
+/// `metadata.name` with `NotIn`, in every term).
+fn excluded_nodes(spec: &PodSpec) -> Vec<String> {
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.clone())
+        .unwrap_or_default();
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .filter(|f| f.key == "metadata.name" && f.operator == "NotIn")
+        .flat_map(|f| f.values.clone().unwrap_or_default())
+        .collect()
+}
+
 /// Edits the pod's status, unless the pod was deleted (or replaced by a namesake).
 fn update(c: &Cluster, pod: &PodRef, f: impl FnOnce(&mut Value)) {
     c.write(|s| {
@@ -241,6 +265,25 @@ async fn run_pod(c: Arc<Cluster>, pod: PodRef) {
             return;
         }
     };
+    // Scheduling: the first of the stand-in's nodes that the pod's required node affinity
+    // (`matchFields metadata.name NotIn`, the one form the coordinator writes) leaves.
+    let Some(node) = NODES
+        .iter()
+        .find(|n| !excluded_nodes(&spec).contains(&n.to_string()))
+    else {
+        update(&c, &pod, |st| {
+            set_condition(st, "PodScheduled", false, Some("Unschedulable"));
+        });
+        return;
+    };
+    c.write(|s| {
+        s.modify(Res::Pods, &pod.ns, &pod.name, |o| {
+            if o["metadata"]["uid"] == pod.uid.as_str() {
+                o["spec"]["nodeName"] = json!(node);
+            }
+        });
+        s.scheduled.push((pod.name.clone(), (*node).to_owned()));
+    });
     let inits = spec.init_containers.clone().unwrap_or_default();
     let dir = c.root.join(&pod.uid);
     let mut volumes = HashMap::new();

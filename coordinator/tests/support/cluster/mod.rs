@@ -376,6 +376,16 @@ impl FakeCluster {
         self.cluster.read(|s| s.requests.clone())
     }
 
+    /// Every Job as created, in order.
+    pub fn created_jobs(&self) -> Vec<Value> {
+        self.cluster.read(|s| s.created_jobs.clone())
+    }
+
+    /// (pod, node) of every pod put on a node, in order.
+    pub fn scheduled(&self) -> Vec<(String, String)> {
+        self.cluster.read(|s| s.scheduled.clone())
+    }
+
     /// Creates a Job as another client would (for adoption tests).
     pub fn create_job(&self, ns: &str, job: &Job) -> Job {
         let created = self

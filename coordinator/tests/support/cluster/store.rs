@@ -574,6 +574,10 @@ pub(crate) struct Store {
     pub logs: HashMap<(String, String, String), String>,
     /// (method, path?query) of every request.
     pub requests: Vec<(String, String)>,
+    /// Every Job as created, in order.
+    pub created_jobs: Vec<Value>,
+    /// (pod, node) of every pod the kubelet stand-in put on a node, in order.
+    pub scheduled: Vec<(String, String)>,
     ids: u64,
     /// CRD name -> the resource it serves, for the CRDs stored.
     custom: BTreeMap<String, &'static CustomNames>,
@@ -842,6 +846,9 @@ impl Store {
             _ => {}
         }
         let created = self.commit(res, ns, obj, "ADDED");
+        if res == Res::Jobs {
+            self.created_jobs.push(created.clone());
+        }
         if let Some(n) = names {
             self.custom.insert(n.crd.clone(), n);
         }
