@@ -1475,18 +1475,9 @@ fn a_follower_holds_no_task_in_memory_and_the_leader_only_those_in_flight() {
     });
 }
 
-/// `now()`: the realtime clock in nanoseconds, read through WASI.
-const CLOCK_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "clock_time_get"
-    (func $clock (param i32 i64 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "now") (result i64)
-    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 0)))
-    (i64.load (i32.const 0))))"#;
-
 #[test]
 fn a_checked_task_runs_again_off_the_first_node_and_a_clock_reader_is_flagged() {
-    let clock = wasm_of(CLOCK_WAT);
+    let clock = wasm_of(support::CLOCK_WAT);
     let k = Kube::start(&[&clock]);
     let fib = cid(&std::fs::read(samples().join("fib.wasm")).unwrap());
     let fib_input = cid(&std::fs::read(samples().join("fib-input.json")).unwrap());

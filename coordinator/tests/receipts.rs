@@ -254,20 +254,11 @@ fn reexecution_matches_the_samples_and_catches_an_altered_output_hash() {
     assert_eq!(code, 3, "{text}");
 }
 
-/// `now()`: the realtime clock in nanoseconds, read through WASI.
-const CLOCK_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "clock_time_get"
-    (func $clock (param i32 i64 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "now") (result i64)
-    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 0)))
-    (i64.load (i32.const 0))))"#;
-
 #[test]
 fn a_check_flags_a_module_that_reads_the_clock_and_never_a_deterministic_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mirror, samples) = sample_mirror();
-    let clock = mirror.add("clock.wasm", &wasm_of(CLOCK_WAT));
+    let clock = mirror.add("clock.wasm", &wasm_of(support::CLOCK_WAT));
     let mut det =
         json!({"task_id": "clock-det", "wasm_cid": clock, "entry": "now", "deterministic": true});
     let mut lines = vec![

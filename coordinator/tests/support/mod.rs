@@ -113,6 +113,16 @@ pub const NAP_WAT: &str = r#"(module
     (i32.store16 (i32.const 40) (i32.const 0))     ;; flags: relative
     (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))"#;
 
+/// `now()`: the realtime clock in nanoseconds, read through WASI: a module
+/// that is not deterministic unless run deterministically.
+pub const CLOCK_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "now") (result i64)
+    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 0)))
+    (i64.load (i32.const 0))))"#;
+
 pub fn wasm_of(wat_src: &str) -> Vec<u8> {
     wat::parse_str(wat_src).unwrap_or_else(|e| panic!("WAT does not parse: {e}\n{wat_src}"))
 }
