@@ -527,6 +527,73 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_check_job_has_its_own_name_and_label_and_keeps_off_the_first_node_in_every_term() {
+        let job = build_job(&template(), &task("fib"), &settings());
+        let first = job.metadata.name.clone().unwrap();
+        let check = as_check(job.clone(), "fib", Some("node-7"));
+        let name = check.metadata.name.clone().unwrap();
+        assert_ne!(name, first);
+        assert!(
+            name.starts_with(NAME_PREFIX) && name.len() <= MAX_NAME_LEN,
+            "{name}"
+        );
+        assert_eq!(name, check_job_name("fib"));
+        assert_eq!(check.metadata.labels.as_ref().unwrap()[LABEL_CHECK], "true");
+        // The task reads back the same: adoption after a restart finds the same task.
+        assert_eq!(task_of(&check), task_of(&job));
+        let terms = |j: &Job| {
+            j.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|n| {
+                    n.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .map(|r| r.node_selector_terms.clone())
+                .unwrap_or_default()
+        };
+        let t = terms(&check);
+        assert_eq!(t.len(), 1);
+        let f = &t[0].match_fields.as_ref().unwrap()[0];
+        assert_eq!(
+            (f.key.as_str(), f.operator.as_str()),
+            ("metadata.name", "NotIn")
+        );
+        assert_eq!(f.values.as_deref(), Some(&["node-7".to_string()][..]));
+        // A template with node terms of its own (ORed): each keeps off the node.
+        let mut own = job.clone();
+        let required = own
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .affinity
+            .get_or_insert_with(Default::default)
+            .node_affinity
+            .get_or_insert_with(Default::default)
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Default::default);
+        required.node_selector_terms = vec![Default::default(), Default::default()];
+        let t = terms(&as_check(own, "fib", Some("node-7")));
+        assert_eq!(t.len(), 2);
+        assert!(t
+            .iter()
+            .all(|t| t.match_fields.as_ref().is_some_and(|f| f.len() == 1)));
+        // No node known (the first pod's was not read): no affinity added.
+        assert!(terms(&as_check(job, "fib", None)).is_empty());
+    }
+
     fn task(id: &str) -> Task {
         Task {
             task_id: id.into(),
