@@ -576,6 +576,30 @@ mod tests {
     }
 
     #[test]
+    fn deterministic_is_read_written_only_when_asked_and_dropped_from_a_refused_task() {
+        let t = parse(&format!(
+            r#"{{"task_id":"t","wasm_cid":"{CID}","deterministic":true}}"#
+        ))
+        .unwrap();
+        assert!(t.deterministic);
+        let line = serde_json::to_string(&t).unwrap();
+        assert!(line.contains(r#""deterministic":true"#), "{line}");
+        assert_eq!(parse(&line).unwrap(), t);
+        let plain = parse(&format!(r#"{{"task_id":"t","wasm_cid":"{CID}"}}"#)).unwrap();
+        assert!(!plain.deterministic);
+        assert!(!serde_json::to_string(&plain)
+            .unwrap()
+            .contains("deterministic"));
+        assert!(parse(&format!(
+            r#"{{"task_id":"t","wasm_cid":"{CID}","deterministic":"yes"}}"#
+        ))
+        .is_err());
+        let mut refused = Task::refused("r".into(), "bad").unwrap();
+        refused.deterministic = true;
+        assert!(!refused.validate().unwrap().deterministic);
+    }
+
+    #[test]
     fn limits_are_optional_checked_and_named_in_errors() {
         let t = parse(&format!(
             r#"{{"task_id":"t","wasm_cid":"{CID}","limits":{{"timeout_seconds":5,"fuel":9}}}}"#
