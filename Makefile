@@ -47,13 +47,15 @@ unit: build-dev
 tools:
 	@scripts/ensure-tools.sh
 
-## wasm: rebuild the sample modules in host/wasm from their sources
+## wasm: rebuild the sample modules in host/wasm and the runner's WASI test programs from their sources
 wasm: tools
 	$(MAKE) -C host/wasm
+	$(MAKE) -C runner/tests/wasi
 
 wasm-check: tools
 	$(MAKE) -C host/wasm check
 	$(MAKE) -C bench/runner check
+	$(MAKE) -C runner/tests/wasi check
 
 ## contracts: rebuild contracts/TaskRegistry.json from contracts/TaskRegistry.sol with the pinned solcjs (contracts/package-lock.json, installed into .tools/)
 contracts: tools
