@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use support::repo_root;
 
 const PROGRAMS: &[&str] = &[
-    "fds", "paths", "dirs", "sandbox", "clocks", "process", "libc",
+    "fds", "paths", "dirs", "sandbox", "clocks", "process", "libc", "edges",
 ];
 const ARGS: &[&str] = &["one", "two words"];
 const ENV: &str = "WASI_TEST=from the runner";
@@ -213,6 +213,11 @@ fn args_env_and_sockets_behave_as_in_wasmtime() {
 #[test]
 fn libc_programs_behave_as_in_wasmtime() {
     differential("libc");
+}
+
+#[test]
+fn edge_cases_behave_as_in_wasmtime() {
+    differential("edges");
 }
 
 #[test]

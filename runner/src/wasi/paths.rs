@@ -19,9 +19,9 @@ use cap_std::fs::{Dir, OpenOptions};
 use cap_std::time::SystemTime;
 
 use super::abi::errno::{
-    Errno, EEXIST, EILSEQ, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT, ENOTDIR, EPERM,
+    Errno, EEXIST, EILSEQ, EINVAL, EISDIR, ELOOP, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTSUP, EPERM,
 };
-use super::abi::{layout, oflags, rights, LOOKUPFLAGS_SYMLINK_FOLLOW};
+use super::abi::{fdflags, layout, oflags, rights, LOOKUPFLAGS_SYMLINK_FOLLOW};
 use super::errno;
 use super::fds::{DirFd, FdEntry, FdTable, FileFd, Filestat};
 use super::memory::GuestMemory;
@@ -78,12 +78,17 @@ impl FdTable {
         let directory = req.oflags & oflags::DIRECTORY != 0;
         let read = req.rights_base & rights::FD_READ != 0;
         let write = req.rights_base & rights::FD_WRITE != 0;
-        let append = req.fdflags & super::abi::fdflags::APPEND != 0;
-        let nonblock = req.fdflags & super::abi::fdflags::NONBLOCK != 0;
+        let append = req.fdflags & fdflags::APPEND != 0;
+        let nonblock = req.fdflags & fdflags::NONBLOCK != 0;
+        if req.fdflags & (fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC) != 0 {
+            // As wasmtime: synchronous I/O is not offered.
+            return Err(ENOTSUP);
+        }
         if !parent.writable && (creat || trunc || write) {
             return Err(EPERM);
         }
-        if req.dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW == 0 {
+        // A trailing slash asks for a directory and follows a symlink, O_NOFOLLOW or not.
+        if req.dirflags & LOOKUPFLAGS_SYMLINK_FOLLOW == 0 && !path.ends_with('/') {
             // O_NOFOLLOW for the last component. A race with a concurrent rename can at
             // worst follow a link cap-std still confines, so this check is about POSIX
             // behaviour, not safety.
@@ -113,8 +118,9 @@ impl FdTable {
             let file = open_file(&parent.dir, &path, read, write, creat, excl, trunc)?;
             let meta = file.metadata().map_err(|e| errno::from_io(&e))?;
             if meta.is_dir() {
-                // wasi-libc's open() may omit O_DIRECTORY for a directory.
-                if write || trunc {
+                // wasi-libc's open() may omit O_DIRECTORY for a directory; creating one
+                // that exists is EISDIR, as POSIX has it.
+                if write || trunc || creat {
                     return Err(EISDIR);
                 }
                 FdEntry::Dir(DirFd {
@@ -252,7 +258,8 @@ impl FdTable {
         mem.check(ptr, layout::FILESTAT_SIZE)?;
         let dir = &self.dir(fd)?.dir;
         let path = read_path(mem, path.0, path.1)?;
-        let meta = if lookupflags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0 {
+        // A trailing slash follows a symlink, as in POSIX.
+        let meta = if lookupflags & LOOKUPFLAGS_SYMLINK_FOLLOW != 0 || path.ends_with('/') {
             dir.metadata(&path)
         } else {
             dir.symlink_metadata(&path)
