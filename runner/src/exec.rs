@@ -279,12 +279,15 @@ impl Meter {
         }
     }
 
-    /// Counts what the current slice used.
-    fn account(&mut self, store: &Store<Host>) {
+    /// Counts what the current slice used, host calls' overdraft included (WASI calls
+    /// charge the bytes they move, `wasi::HOST_BYTES_PER_FUEL`).
+    fn account(&mut self, store: &mut Store<Host>) {
         let left = store.get_fuel().unwrap_or(0);
+        let overdraft = store.data_mut().wasi.take_fuel_overdraft();
         self.consumed = self
             .consumed
-            .saturating_add(self.slice.saturating_sub(left));
+            .saturating_add(self.slice.saturating_sub(left))
+            .saturating_add(overdraft);
         self.slice = 0;
     }
 

@@ -272,3 +272,43 @@ fn a_poll_oneoff_sleep_ends_at_the_timeout() {
     assert_eq!(out.status.code(), Some(124), "{out:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A module calling `random_get` of `len` bytes `times` times.
+fn random_loop(len: u32, times: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+      (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (local $i i32)
+        (loop $again
+          (drop (call $random (i32.const 0) (i32.const {len})))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get $i) (i32.const {times}))))))"#
+    ))
+    .unwrap()
+}
+
+/// Host calls cost fuel for the bytes they move, so a guest cannot do unbounded work per
+/// unit of fuel through them: 100 calls moving 64 KiB each need about 100 000 fuel, far
+/// more than the same calls moving nothing.
+#[test]
+fn bytes_moved_by_host_calls_cost_fuel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |len: u32| {
+        let module = tmp.path().join(format!("random-{len}.wasm"));
+        std::fs::write(&module, random_loop(len, 100)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["--plain", "--fuel", "50000"])
+            .arg(&module)
+            .output()
+            .unwrap()
+    };
+    let nothing = run(0);
+    assert_eq!(nothing.status.code(), Some(0), "{nothing:?}");
+    let plenty = run(65_536);
+    assert_eq!(plenty.status.code(), Some(134), "{plenty:?}");
+    assert!(
+        String::from_utf8_lossy(&plenty.stderr).contains("out of fuel"),
+        "{plenty:?}"
+    );
+}

@@ -30,9 +30,38 @@ fn with_memory<T>(
             "WASI function `{name}` needs the module to export its linear memory as `memory`"
         )));
     };
-    let (data, state) = memory.data_and_store_mut(caller);
+    let (data, state) = memory.data_and_store_mut(&mut *caller);
     let mut mem = GuestMemory::new(data);
-    Ok(finish(name, f(&mut mem, get(state))))
+    let errno = finish(name, f(&mut mem, get(state)));
+    charge_fuel(caller, get)?;
+    Ok(errno)
+}
+
+/// Bytes a host call may move per unit of fuel; wasmi charges its own bulk-memory
+/// instructions at about this rate.
+pub const HOST_BYTES_PER_FUEL: u64 = 64;
+
+/// Charges the bytes the call just moved (recorded with [`WasiCtx::moved`]) to the guest's
+/// fuel, so that a guest cannot do unbounded work per unit of fuel through host calls: what
+/// the current slice cannot pay is kept as an overdraft, which the runner adds to the fuel
+/// consumed (and checks against the budget) when the slice ends, at once since the slice
+/// is then empty.
+fn charge_fuel<T>(caller: &mut Caller<'_, T>, get: Getter<T>) -> Result<(), Error> {
+    let ctx = get(caller.data_mut());
+    let bytes = std::mem::take(&mut ctx.moved_bytes);
+    let cost = bytes.div_ceil(HOST_BYTES_PER_FUEL);
+    if cost == 0 {
+        return Ok(());
+    }
+    // Metering off in the engine: nothing to charge.
+    let Ok(left) = caller.get_fuel() else {
+        return Ok(());
+    };
+    let paid = cost.min(left);
+    caller.set_fuel(left - paid)?;
+    let ctx = get(caller.data_mut());
+    ctx.fuel_overdraft = ctx.fuel_overdraft.saturating_add(cost - paid);
+    Ok(())
 }
 
 fn finish(name: &'static str, result: Result<(), Errno>) -> i32 {
@@ -142,7 +171,9 @@ fn add_args_and_clocks<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Re
                 // Filled in place: the guest chooses the length, so the host
                 // never allocates a buffer of that size.
                 let dst = mem.slice_mut(buf as u32, len as u32)?;
-                ctx.clocks.fill_random(dst)
+                ctx.clocks.fill_random(dst)?;
+                ctx.moved(u64::from(len as u32));
+                Ok(())
             })
         },
     )?;
@@ -151,6 +182,8 @@ fn add_args_and_clocks<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Re
         "poll_oneoff",
         move |mut caller: Caller<'_, T>, subs: i32, events: i32, n: i32, nevents: i32| {
             with_memory(&mut caller, get, "poll_oneoff", |mem, ctx| {
+                // Every subscription is read (twice) and may get an event.
+                ctx.moved(u64::from(n as u32).saturating_mul(2 * 48 + 32));
                 poll::poll_oneoff(
                     mem,
                     &mut ctx.clocks,
@@ -297,7 +330,9 @@ fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<()
         move |mut caller: Caller<'_, T>, fd: i32, iovs: i32, iovs_len: i32, nread: i32| {
             with_memory(&mut caller, get, "fd_read", |mem, ctx| {
                 ctx.fds
-                    .read(mem, fd as u32, iovs as u32, iovs_len as u32, nread as u32)
+                    .read(mem, fd as u32, iovs as u32, iovs_len as u32, nread as u32)?;
+                ctx.moved(u64::from(mem.read_u32(nread as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -313,7 +348,9 @@ fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<()
                     iovs_len as u32,
                     at as u64,
                     nread as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nread as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -329,7 +366,9 @@ fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<()
                     iovs_len as u32,
                     None,
                     nwritten as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nwritten as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -350,7 +389,9 @@ fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<()
                     iovs_len as u32,
                     Some(at as u64),
                     nwritten as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nwritten as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -366,7 +407,9 @@ fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<()
                     len as u32,
                     cookie as u64,
                     used as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(used as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -531,7 +574,9 @@ fn add_path_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<
                     buf as u32,
                     buf_len as u32,
                     used as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(used as u32)?));
+                Ok(())
             })
         },
     )?;

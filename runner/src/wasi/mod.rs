@@ -37,7 +37,7 @@ pub use clock::{
     CLOCK_THREAD_CPUTIME_ID, SEEDED_REALTIME_START_NS, SEEDED_TICK_NS,
 };
 pub use fds::MAX_FDS;
-pub use linker::{add_to_linker, define_unsupported};
+pub use linker::{add_to_linker, define_unsupported, HOST_BYTES_PER_FUEL};
 pub use memory::MAX_IOVS;
 pub use paths::MAX_PATH_LEN;
 pub use stdio::{CaptureBuffer, Captured, OutputSink, StdinSource};
@@ -102,6 +102,10 @@ pub struct WasiCtx {
     pub(crate) env: args::StringList,
     pub(crate) fds: fds::FdTable,
     pub(crate) clocks: clock::Clocks,
+    /// Bytes the host call in progress moved, charged to fuel when it returns.
+    pub(crate) moved_bytes: u64,
+    /// Fuel host calls cost beyond what was left in the guest's fuel at the time.
+    pub(crate) fuel_overdraft: u64,
 }
 
 // The store carrying this context is moved into a worker thread.
@@ -172,7 +176,22 @@ impl WasiCtx {
             env,
             fds,
             clocks,
+            moved_bytes: 0,
+            fuel_overdraft: 0,
         })
+    }
+}
+
+impl WasiCtx {
+    /// Records bytes moved by the host call in progress (see `linker::charge_fuel`).
+    pub(crate) fn moved(&mut self, bytes: u64) {
+        self.moved_bytes = self.moved_bytes.saturating_add(bytes);
+    }
+
+    /// The fuel host calls cost beyond what the guest's fuel held at the time, since the
+    /// last call; the runner adds it to the fuel consumed.
+    pub fn take_fuel_overdraft(&mut self) -> u64 {
+        std::mem::take(&mut self.fuel_overdraft)
     }
 }
 
