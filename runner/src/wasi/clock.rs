@@ -18,7 +18,8 @@ pub enum Determinism {
     /// Host wall-clock time, a host monotonic clock and OS randomness.
     Real,
     /// Virtual time starting at 2000-01-01T00:00:00Z and ChaCha20 randomness
-    /// from this seed; also hides host inode numbers and timestamps.
+    /// from this seed; also hides host timestamps (0), devices (1) and inode numbers (1, 2,
+    /// … in the order the guest first sees each file).
     Seeded([u8; 32]),
 }
 

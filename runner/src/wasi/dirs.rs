@@ -1,12 +1,14 @@
 //! Preopened directories and `fd_readdir`.
 
 use cap_std::fs::{Dir, FileType, FileTypeExt, MetadataExt};
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
-use super::abi::errno::{Errno, EBADF, EINVAL, ENAMETOOLONG};
+use super::abi::errno::{Errno, EINVAL, ENAMETOOLONG};
 use super::abi::{filetype, layout};
 use super::errno;
-use super::fds::{DirFd, FdEntry, FdTable};
+use super::fds::{DirFd, FdTable, Inodes};
 use super::memory::GuestMemory;
 use super::{Preopen, WasiError};
 
@@ -79,13 +81,9 @@ impl FdTable {
     ) -> Result<(), Errno> {
         mem.check(bufused_ptr, 4)?;
         mem.check(buf, buf_len)?;
-        let hide = self.hide_host_ids;
-        let dir = match self.get_mut(fd)? {
-            FdEntry::Dir(dir) => dir,
-            _ => return Err(EBADF),
-        };
+        let (dir, inodes) = self.dir_and_inodes(fd)?;
         if cookie == 0 || dir.listing.is_none() {
-            dir.listing = Some(list_dir(&dir.dir, hide)?);
+            dir.listing = Some(list_dir(&dir.dir, inodes)?);
         }
         let listing = dir.listing.as_deref().unwrap_or_default();
         let out = mem.slice_mut(buf, buf_len)?;
@@ -117,13 +115,12 @@ impl FdTable {
     }
 }
 
-fn list_dir(dir: &Dir, hide: bool) -> Result<Vec<Listed>, Errno> {
+fn list_dir(dir: &Dir, inodes: &mut Inodes) -> Result<Vec<Listed>, Errno> {
     let io_err = |e: io::Error| errno::from_io(&e);
-    let self_ino = if hide {
-        0
-    } else {
-        dir.dir_metadata().map(|m| m.ino()).unwrap_or(0)
-    };
+    let self_ino = dir
+        .dir_metadata()
+        .map(|m| inodes.guest_ids(m.dev(), m.ino()).1)
+        .unwrap_or(0);
     let mut entries = Vec::new();
     for entry in dir.entries().map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -131,18 +128,20 @@ fn list_dir(dir: &Dir, hide: bool) -> Result<Vec<Listed>, Errno> {
             .file_type()
             .map(filetype_of)
             .unwrap_or(filetype::UNKNOWN);
-        let ino = if hide {
-            0
-        } else {
-            entry.metadata().map(|m| m.ino()).unwrap_or(0)
-        };
         entries.push(Listed {
             name: entry.file_name().into_encoded_bytes(),
             filetype,
-            ino,
+            ino: 0,
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    // Numbered after sorting, so that seeded runs number files in one order.
+    for entry in &mut entries {
+        entry.ino = dir
+            .symlink_metadata(OsStr::from_bytes(&entry.name))
+            .map(|m| inodes.guest_ids(m.dev(), m.ino()).1)
+            .unwrap_or(0);
+    }
     // ".." of a preopen lies outside the sandbox, so it reports the directory's own inode
     // (as wasmtime does), never its parent's.
     let dots = [&b"."[..], &b".."[..]].map(|name| Listed {

@@ -65,8 +65,40 @@ pub(crate) struct FileFd {
 pub(crate) struct FdTable {
     entries: BTreeMap<u32, FdEntry>,
     free: BTreeSet<u32>,
-    /// Seeded runs must not observe host inode numbers, devices or times.
-    pub(crate) hide_host_ids: bool,
+    pub(crate) inodes: Inodes,
+}
+
+/// What the guest sees of host devices and inode numbers. Seeded runs must not observe
+/// host ids (nor times), yet a program may compare inode numbers to tell files apart: each
+/// host file gets the next number, 1, 2, …, the first time the guest sees it, all on
+/// device 1, so that reruns see the same numbers and distinct files distinct ones.
+pub(crate) struct Inodes {
+    seeded: Option<std::collections::HashMap<(u64, u64), u64>>,
+}
+
+impl Inodes {
+    pub(crate) fn new(hide_host_ids: bool) -> Self {
+        Self {
+            seeded: hide_host_ids.then(std::collections::HashMap::new),
+        }
+    }
+
+    pub(crate) fn hides_host_ids(&self) -> bool {
+        self.seeded.is_some()
+    }
+
+    /// (dev, ino) as the guest sees them.
+    pub(crate) fn guest_ids(&mut self, dev: u64, ino: u64) -> (u64, u64) {
+        match &mut self.seeded {
+            None => (dev, ino),
+            Some(ids) => {
+                let next = u64::try_from(ids.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                (1, *ids.entry((dev, ino)).or_insert(next))
+            }
+        }
+    }
 }
 
 impl FdTable {
@@ -87,7 +119,7 @@ impl FdTable {
         Self {
             entries,
             free: BTreeSet::new(),
-            hide_host_ids,
+            inodes: Inodes::new(hide_host_ids),
         }
     }
 
@@ -97,6 +129,14 @@ impl FdTable {
 
     pub(crate) fn get_mut(&mut self, fd: u32) -> Result<&mut FdEntry, Errno> {
         self.entries.get_mut(&fd).ok_or(EBADF)
+    }
+
+    /// A directory fd, mutably, beside the inode numbering (for `fd_readdir`).
+    pub(crate) fn dir_and_inodes(&mut self, fd: u32) -> Result<(&mut DirFd, &mut Inodes), Errno> {
+        match self.entries.get_mut(&fd) {
+            Some(FdEntry::Dir(dir)) => Ok((dir, &mut self.inodes)),
+            _ => Err(EBADF),
+        }
     }
 
     /// A directory fd for a `path_*` call: anything else is EBADF.
@@ -457,7 +497,7 @@ impl FdTable {
     }
 
     pub(crate) fn filestat_get(
-        &self,
+        &mut self,
         mem: &mut GuestMemory<'_>,
         fd: u32,
         ptr: u32,
@@ -474,11 +514,11 @@ impl FdTable {
             },
             FdEntry::Dir(dir) => {
                 let meta = dir.dir.dir_metadata().map_err(|e| errno::from_io(&e))?;
-                Filestat::of(&meta, self.hide_host_ids)
+                Filestat::of(&meta, &mut self.inodes)
             }
             FdEntry::File(file) => {
                 let meta = file.file.metadata().map_err(|e| errno::from_io(&e))?;
-                Filestat::of(&Metadata::from_just_metadata(meta), self.hide_host_ids)
+                Filestat::of(&Metadata::from_just_metadata(meta), &mut self.inodes)
             }
         };
         stat.write(mem, ptr)
@@ -577,10 +617,13 @@ pub(crate) struct Filestat {
 }
 
 impl Filestat {
-    pub(crate) fn of(meta: &Metadata, hide_host_ids: bool) -> Self {
+    pub(crate) fn of(meta: &Metadata, inodes: &mut Inodes) -> Self {
         let filetype = filetype_of(meta.file_type());
-        if hide_host_ids {
+        let (dev, ino) = inodes.guest_ids(meta.dev(), meta.ino());
+        if inodes.hides_host_ids() {
             return Self {
+                dev,
+                ino,
                 filetype,
                 nlink: meta.nlink(),
                 size: meta.size(),
@@ -588,8 +631,8 @@ impl Filestat {
             };
         }
         Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev,
+            ino,
             filetype,
             nlink: meta.nlink(),
             size: meta.size(),

@@ -248,7 +248,7 @@ impl FdTable {
     }
 
     pub(crate) fn path_filestat_get(
-        &self,
+        &mut self,
         mem: &mut GuestMemory<'_>,
         fd: u32,
         lookupflags: u32,
@@ -269,7 +269,7 @@ impl FdTable {
             // A trailing slash says "directory"; cap-std drops it.
             return Err(ENOTDIR);
         }
-        Filestat::of(&meta, self.hide_host_ids).write(mem, ptr)
+        Filestat::of(&meta, &mut self.inodes).write(mem, ptr)
     }
 
     #[allow(clippy::too_many_arguments)] // mirrors the preview1 signature

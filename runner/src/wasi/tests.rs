@@ -864,9 +864,13 @@ fn filestat_reports_size_and_hides_host_ids_when_seeded() {
     );
     let raw = stat(&mut seeded);
     assert_eq!(field(&raw, 32), 10);
-    for at in [0, 8, 40, 48, 56] {
-        assert_eq!(field(&raw, at), 0, "field at {at} is hidden");
+    for at in [40, 48, 56] {
+        assert_eq!(field(&raw, at), 0, "time at {at} is hidden");
     }
+    // Device 1, and inode numbers in the order files are first seen.
+    assert_eq!(field(&raw, 0), 1, "dev");
+    assert_eq!(field(&raw, 8), 1, "the first file seen is inode 1");
+    assert_eq!(field(&stat(&mut seeded), 8), 1, "and stays so");
     // fd_filestat_get agrees.
     let fd = seeded.open(3, "ten", 0, RIGHT_READ, 0).expect("open");
     assert_eq!(
@@ -1212,4 +1216,58 @@ fn poll_oneoff_seeded_advances_virtual_time_and_answers_fds() {
         ),
         EBADF
     );
+}
+
+#[test]
+fn seeded_inode_numbers_tell_files_apart_and_agree_with_readdir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["b", "a"] {
+        std::fs::write(dir.path().join(name), name).expect("write");
+    }
+    std::fs::hard_link(dir.path().join("a"), dir.path().join("c")).expect("link");
+    let mut guest = Guest::new(
+        FS_FUNCS,
+        WasiConfig {
+            determinism: Determinism::Seeded([3; 32]),
+            ..with_preopen(dir.path(), false)
+        },
+    );
+    let errno = guest.call(
+        "fd_readdir",
+        &[i(3), Val::I32(2048), i(4096), Val::I64(0), Val::I32(16)],
+    );
+    assert_eq!(errno, SUCCESS);
+    let used = guest.u32_at(16) as usize;
+    let raw = guest.read(2048, used);
+    let mut inos = Vec::new();
+    let mut at = 0;
+    while at + 24 <= raw.len() {
+        let ino = u64::from_le_bytes(raw[at + 8..at + 16].try_into().expect("8"));
+        let namlen = u32::from_le_bytes(raw[at + 16..at + 20].try_into().expect("4")) as usize;
+        inos.push((raw[at + 24..at + 24 + namlen].to_vec(), ino));
+        at += 24 + namlen;
+    }
+    // ".", "..", then a, b, c sorted: the directory is 1, a 2, b 3, and c is a's inode.
+    let expected: Vec<(Vec<u8>, u64)> = vec![
+        (b".".to_vec(), 1),
+        (b"..".to_vec(), 1),
+        (b"a".to_vec(), 2),
+        (b"b".to_vec(), 3),
+        (b"c".to_vec(), 2),
+    ];
+    assert_eq!(inos, expected);
+    // path_filestat_get agrees.
+    guest.write(1024, b"b");
+    let errno = guest.call(
+        "path_filestat_get",
+        &[
+            i(3),
+            Val::I32(0),
+            Val::I32(1024),
+            Val::I32(1),
+            Val::I32(256),
+        ],
+    );
+    assert_eq!(errno, SUCCESS);
+    assert_eq!(guest.u64_at(256 + 8), 3);
 }
