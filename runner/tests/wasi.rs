@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use support::repo_root;
 
 const PROGRAMS: &[&str] = &[
-    "fds", "paths", "dirs", "sandbox", "clocks", "process", "libc", "edges",
+    "fds", "paths", "dirs", "sandbox", "clocks", "process", "libc", "edges", "raw",
 ];
 const ARGS: &[&str] = &["one", "two words"];
 const ENV: &str = "WASI_TEST=from the runner";
@@ -218,6 +218,11 @@ fn libc_programs_behave_as_in_wasmtime() {
 #[test]
 fn edge_cases_behave_as_in_wasmtime() {
     differential("edges");
+}
+
+#[test]
+fn the_raw_abi_behaves_as_in_wasmtime() {
+    differential("raw");
 }
 
 #[test]
