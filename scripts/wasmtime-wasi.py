@@ -4,7 +4,8 @@ runner's differential test and benchmark (scripts/ensure-wasmtime.sh installs it
 
     python wasmtime-wasi.py [--dir HOST::GUEST] [--dir-rw HOST::GUEST] [--env K=V] MODULE [ARGS]...
 
-stdin, stdout and stderr are inherited; the exit code is the guest's (134 after a trap).
+stdin, stdout and stderr are inherited; the exit code is the guest's (134 after a trap
+or another error that ends the guest).
 """
 
 import sys
@@ -61,8 +62,10 @@ def main(argv: list[str]) -> int:
         start(store)
     except wasmtime.ExitTrap as exit_trap:
         return exit_trap.code
-    except wasmtime.Trap as trap:
-        print(f"wasmtime-wasi: trap: {trap}", file=sys.stderr)
+    except wasmtime.WasmtimeError as error:
+        # A trap, or an error that ends the guest as one (proc_exit with a status of 126
+        # or more): the runner answers both with 134.
+        print(f"wasmtime-wasi: {error}", file=sys.stderr)
         return 134
     return 0
 

@@ -317,3 +317,39 @@ fn bytes_moved_by_host_calls_cost_fuel() {
         "{plenty:?}"
     );
 }
+
+/// proc_exit with a status of 126 or more ends the guest with an error in wasmtime (such
+/// statuses are what shells make of signals); the runner does the same, and passes lower
+/// ones through.
+#[test]
+fn exit_statuses_from_126_are_refused_as_in_wasmtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    for status in [0u32, 1, 125, 126, 200, 255, 256, u32::MAX] {
+        let wat = format!(
+            r#"(module
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start") (call $exit (i32.const {}))))"#,
+            status as i32
+        );
+        let module = tmp.path().join(format!("exit-{status}.wasm"));
+        std::fs::write(&module, wat::parse_str(wat).unwrap()).unwrap();
+        let ours = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .arg("--plain")
+            .arg(&module)
+            .output()
+            .unwrap();
+        let theirs = Command::new(reference_python())
+            .arg(repo_root().join("scripts/wasmtime-wasi.py"))
+            .arg(&module)
+            .output()
+            .unwrap();
+        assert_eq!(
+            ours.status.code(),
+            theirs.status.code(),
+            "proc_exit({status})\nrunner: {ours:?}\nwasmtime: {theirs:?}"
+        );
+        let expected = if status < 126 { status as i32 } else { 134 };
+        assert_eq!(ours.status.code(), Some(expected), "proc_exit({status})");
+    }
+}

@@ -629,7 +629,17 @@ fn add_process_and_sockets<T: 'static>(
     linker.func_wrap(
         WASI_MODULE,
         "proc_exit",
-        |_caller: Caller<'_, T>, code: i32| -> Result<(), Error> { Err(Error::i32_exit(code)) },
+        |_caller: Caller<'_, T>, code: i32| -> Result<(), Error> {
+            // As wasmtime: statuses from 126 up are what shells make of signals and
+            // failures to run, so a guest may not claim them; asking is an error.
+            if code as u32 >= 126 {
+                return Err(Error::new(format!(
+                    "proc_exit({}): an exit status must be below 126",
+                    code as u32
+                )));
+            }
+            Err(Error::i32_exit(code))
+        },
     )?;
     linker.func_wrap(
         WASI_MODULE,
