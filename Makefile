@@ -48,13 +48,15 @@ unit: build-dev
 tools:
 	@scripts/ensure-tools.sh
 
-## wasm: rebuild the sample modules in host/wasm from their sources
+## wasm: rebuild the sample modules in host/wasm and the runner's WASI test programs from their sources
 wasm: tools
 	$(MAKE) -C host/wasm
+	$(MAKE) -C runner/tests/wasi
 
 wasm-check: tools
 	$(MAKE) -C host/wasm check
 	$(MAKE) -C bench/runner check
+	$(MAKE) -C runner/tests/wasi check
 
 ## contracts: rebuild contracts/TaskRegistry.json from contracts/TaskRegistry.sol with the pinned solcjs (contracts/package-lock.json, installed into .tools/)
 contracts: tools
@@ -84,12 +86,15 @@ cids: build-dev
 	@for f in host/wasm/*.wasm host/wasm/*-input.json; do \
 	  printf '%-28s %s  %s\n' "$$f" "$$($(DEV_BIN)/fetcher cid $$f)" "$$($(DEV_BIN)/fetcher cid --cid-version 1 $$f)"; done
 
-## bench-runner: runner vs native C on the same kernels (a table; not a test)
+## bench-runner: runner vs native C on the same kernels, and the runner's WASI vs wasmtime's (PyPI wasmtime) on start-up and a call-heavy program (tables; not a test)
 bench-runner: tools
 	$(CARGO) build --release -p runner
 	$(MAKE) -C bench/runner OUT=$(abspath $(TARGET_DIR))/bench
 	RUNNER_BIN=$(RELEASE_BIN)/runner NATIVE_BENCH_BIN=$(TARGET_DIR)/bench/native_kernels \
 	  $(CARGO) bench -p runner --bench runner_vs_native
+	@scripts/ensure-wasmtime.sh >/dev/null
+	RUNNER_BIN=$(RELEASE_BIN)/runner WASMTIME_PYTHON=$(abspath target/wasmtime-venv)/bin/python \
+	  $(CARGO) bench -p runner --bench wasi_vs_wasmtime
 
 ## bench-fetcher: a 50 MiB module over loopback, verified vs plain; fetcher cid vs sha256sum
 bench-fetcher:

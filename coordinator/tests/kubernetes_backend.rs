@@ -1025,8 +1025,8 @@ fn a_wasm_task_applied_with_kubectl_runs_and_kubectl_shows_its_result() {
     assert_eq!(job_creates(&k), 1);
 }
 
-/// `spec.limits` reach the task's Job, capped by the coordinator's own: fib(12) needs 597
-/// fuel; the coordinator allows 300.
+/// `spec.limits` reach the task's Job, capped by the coordinator's own: fib(12) needs 240
+/// fuel; the coordinator allows 200.
 #[test]
 fn a_wasm_tasks_limits_lower_the_coordinators_and_are_checked_by_the_schema() {
     let k = Kube::start(&[]);
@@ -1068,7 +1068,7 @@ fn a_wasm_tasks_limits_lower_the_coordinators_and_are_checked_by_the_schema() {
         .coord()
         .arg("--tasks")
         .arg(&empty)
-        .args(["--fuel", "300"])
+        .args(["--fuel", "200"])
         .run();
     run.expect_code(0);
     let by_id = run.by_id();
@@ -1079,7 +1079,7 @@ fn a_wasm_tasks_limits_lower_the_coordinators_and_are_checked_by_the_schema() {
     };
     assert!(consumed("tight") <= 100, "{}", by_id["tight"]);
     let capped = consumed("capped");
-    assert!((101..=300).contains(&capped), "{}", by_id["capped"]);
+    assert!((101..=200).contains(&capped), "{}", by_id["capped"]);
     assert_eq!(by_id["tight"]["limits"], json!({"fuel": 100}));
     let wt = wasm_task(&k, "capped").unwrap();
     assert_eq!(

@@ -17,6 +17,8 @@
 //! Under `cargo test --benches` (no `--bench` flag) it runs the quick sizes once when both
 //! binaries exist, and otherwise says what is missing and exits 0.
 
+mod support;
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use std::process::{Command, ExitCode, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{release_dir, timed_runs, workspace_root};
 
 /// The benchmark's kernels and their arguments: (kernel, full size, quick size).
 /// Full sizes aim at roughly 0.5-3 s per run under the runner (wasmi, fuel off).
@@ -114,14 +117,7 @@ fn run() -> Result<(), String> {
 
     let quick =
         !bench_mode || env::var("RUNNER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let runs =
-        match env::var("RUNNER_BENCH_RUNS") {
-            Ok(v) => v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                format!("RUNNER_BENCH_RUNS must be a positive integer, not {v:?}")
-            })?,
-            Err(_) if !bench_mode => 1,
-            Err(_) => 5,
-        };
+    let runs = timed_runs(bench_mode, 5)?;
     let cfg = Config {
         root,
         runner,
@@ -204,21 +200,6 @@ fn run() -> Result<(), String> {
 
     print_table(&cfg, &rows);
     Ok(())
-}
-
-/// The workspace root: this crate's manifest directory's parent.
-/// The release dir this bench was built into (it runs from `<target>/release/deps/`), so
-/// that a `CARGO_TARGET_DIR` elsewhere is found too.
-fn release_dir() -> PathBuf {
-    env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| workspace_root().join("target/release"))
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// `$var` when set, else `default`; an error that says how to get it when it is not a file.

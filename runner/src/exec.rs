@@ -172,11 +172,13 @@ fn prepare(exec: &Execution) -> Result<Prepared, Box<Outcome>> {
     let mut config = Config::default();
     // Always on: fuel slices bound the native stack (module docs), budget or not.
     config.consume_fuel(true);
-    // Validate everything up front, translate each function on its first call: a 20 MiB
-    // module starts in milliseconds, and an invalid one is still rejected before it runs
-    // (fully lazy validation would let a broken module run halfway, which wasmi documents
-    // as non-deterministic across implementations).
-    config.compilation_mode(CompilationMode::LazyTranslation);
+    // Validate and translate everything up front. Lazy translation started large modules
+    // faster, but wasmi 2.0 charges a function's translation to the fuel of the slice that
+    // first calls it, and when that slice runs short the call fails with a plain
+    // out-of-fuel error instead of pausing (wasmi PR #2032, open): an ordinary C program
+    // with fuel metering "off" died as `out_of_fuel` at its first getenv(). Eager
+    // translation charges no fuel at run time.
+    config.compilation_mode(CompilationMode::Eager);
     let engine = Engine::new(&config);
     if let Some(why) = not_a_core_module(&exec.module) {
         return Err(Box::new(Outcome::failed(Status::InvalidModule, why)));
@@ -277,12 +279,15 @@ impl Meter {
         }
     }
 
-    /// Counts what the current slice used.
-    fn account(&mut self, store: &Store<Host>) {
+    /// Counts what the current slice used, host calls' overdraft included (WASI calls
+    /// charge the bytes they move, `wasi::HOST_BYTES_PER_FUEL`).
+    fn account(&mut self, store: &mut Store<Host>) {
         let left = store.get_fuel().unwrap_or(0);
+        let overdraft = store.data_mut().wasi.take_fuel_overdraft();
         self.consumed = self
             .consumed
-            .saturating_add(self.slice.saturating_sub(left));
+            .saturating_add(self.slice.saturating_sub(left))
+            .saturating_add(overdraft);
         self.slice = 0;
     }
 

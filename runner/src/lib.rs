@@ -1,5 +1,5 @@
-//! `runner`: runs one WebAssembly task with the wasmi interpreter and a minimal WASI
-//! preview1 shim, and reports one result JSON object.
+//! `runner`: runs one WebAssembly task with the wasmi interpreter and a sandboxed WASI
+//! preview1 (every call, as wasmtime answers it), and reports one result JSON object.
 //!
 //! The pure cores: [`args`] (JSON ↔ Wasm values), [`input`] (the input file), [`entry`]
 //! (which function, which arguments) and [`result`] (the result schema, owned here for

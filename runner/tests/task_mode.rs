@@ -457,10 +457,10 @@ fn preopen_escapes_are_refused_and_inside_paths_work() {
         let errno = run.line["result"][0].as_i64().unwrap();
         assert_eq!(errno == 0, *allowed, "{p}: errno {errno}");
     }
-    // Read-only preopen: creating a file is refused with EROFS (69)...
+    // Read-only preopen: creating a file is refused with EPERM (63), as in wasmtime...
     let create = format!("[{}, {}, 1, 66]", 1024, "inside.txt".len()); // O_CREAT, READ|WRITE
     let run = sb.call(&module, "open", &create, &["--dir", &dir]);
-    assert_eq!(run.line["result"], json!([69]), "{run:?}");
+    assert_eq!(run.line["result"], json!([63]), "{run:?}");
     // ...and allowed on a --dir-rw preopen.
     let run = sb.call(&module, "open", &create, &["--dir-rw", &dir]);
     assert_eq!(run.line["result"], json!([0]), "{run:?}");
@@ -649,4 +649,31 @@ fn json_logs_carry_the_task_id_on_every_line() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["span"]["task_id"], "t-42", "{line}");
     }
+}
+
+/// fuel_consumed counts what WASI calls cost for the bytes they move
+/// (`wasi::HOST_BYTES_PER_FUEL`), beyond the guest's own instructions.
+#[test]
+fn fuel_consumed_includes_the_bytes_host_calls_move() {
+    let sb = Sandbox::new();
+    let module = wasi_module(
+        r#"
+  (func (export "random") (param $len i32) (param $times i32) (local $i i32)
+    (loop $again
+      (drop (call $random_get (i32.const 4096) (local.get $len)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (local.get $times)))))"#,
+    );
+    let fuel = |len: u32| {
+        let run = sb.call(&module, "random", &format!("[{len}, 100]"), &[]);
+        assert_eq!(run.status(), "ok", "{run:?}");
+        run.line["fuel_consumed"].as_u64().unwrap()
+    };
+    let without = fuel(0);
+    let with = fuel(64 * 1024);
+    // 100 calls of 64 KiB at 64 bytes per unit: 102 400 more.
+    assert_eq!(
+        with - without,
+        100 * 64 * 1024 / runner::wasi::HOST_BYTES_PER_FUEL
+    );
 }

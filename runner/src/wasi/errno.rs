@@ -1,48 +1,12 @@
-//! WASI preview1 `errno` values (from `wasi_snapshot_preview1.witx`) and the
-//! mapping from host I/O errors onto them.
+//! The mapping from host I/O errors onto preview1 `errno` values (defined in
+//! [`super::abi::errno`], re-exported here).
 //!
 //! The numbers are the wire values of the witx `errno` enum, which is *not*
 //! the host's errno numbering, so host errors always go through [`from_io`].
 
 use std::io;
 
-/// A preview1 errno as the guest sees it (the witx enum is `u16`).
-pub type Errno = u16;
-
-pub const SUCCESS: Errno = 0;
-pub const E2BIG: Errno = 1;
-pub const EACCES: Errno = 2;
-pub const EAGAIN: Errno = 6;
-pub const EBADF: Errno = 8;
-pub const EBUSY: Errno = 10;
-pub const EDQUOT: Errno = 19;
-pub const EEXIST: Errno = 20;
-pub const EFAULT: Errno = 21;
-pub const EFBIG: Errno = 22;
-pub const EILSEQ: Errno = 25;
-pub const EINTR: Errno = 27;
-pub const EINVAL: Errno = 28;
-pub const EIO: Errno = 29;
-pub const EISDIR: Errno = 31;
-pub const ELOOP: Errno = 32;
-pub const EMFILE: Errno = 33;
-pub const EMLINK: Errno = 34;
-pub const ENAMETOOLONG: Errno = 37;
-pub const ENOENT: Errno = 44;
-pub const ENOMEM: Errno = 48;
-pub const ENOSPC: Errno = 51;
-pub const ENOSYS: Errno = 52;
-pub const ENOTDIR: Errno = 54;
-pub const ENOTEMPTY: Errno = 55;
-pub const ENOTSUP: Errno = 58;
-pub const EOVERFLOW: Errno = 61;
-pub const EPERM: Errno = 63;
-pub const EPIPE: Errno = 64;
-pub const EROFS: Errno = 69;
-pub const ESPIPE: Errno = 70;
-pub const ETXTBSY: Errno = 74;
-pub const EXDEV: Errno = 75;
-pub const ENOTCAPABLE: Errno = 76;
+pub use super::abi::errno::*;
 
 /// Host (Linux) errno numbers that `std::io::ErrorKind` does not classify on
 /// stable Rust (notably ELOOP), or classifies too coarsely for WASI.
@@ -92,9 +56,9 @@ fn from_linux_errno(_code: i32) -> Option<Errno> {
 /// Maps a host I/O error onto a WASI errno.
 ///
 /// cap-std reports a sandbox escape (`..` above the preopen, an absolute path,
-/// a symlink leading outside) as `PermissionDenied` *without* an OS errno, so a
-/// bare `PermissionDenied` means "not within your capability" → ENOTCAPABLE,
-/// while a real EACCES from the kernel keeps its meaning.
+/// a symlink leading outside) as `PermissionDenied` *without* an OS errno; such a
+/// bare `PermissionDenied` is EPERM, as wasmtime answers an escape, while a real
+/// EACCES from the kernel keeps its meaning.
 pub fn from_io(error: &io::Error) -> Errno {
     if let Some(errno) = error.raw_os_error().and_then(from_linux_errno) {
         return errno;
@@ -106,7 +70,7 @@ pub fn from_io(error: &io::Error) -> Errno {
             if error.raw_os_error().is_some() {
                 EACCES
             } else {
-                ENOTCAPABLE
+                EPERM
             }
         }
         K::AlreadyExists => EEXIST,
@@ -137,9 +101,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escape_error_without_os_code_is_notcapable() {
+    fn escape_error_without_os_code_is_eperm_as_in_wasmtime() {
         let escape = io::Error::new(io::ErrorKind::PermissionDenied, "outside");
-        assert_eq!(from_io(&escape), ENOTCAPABLE);
+        assert_eq!(from_io(&escape), EPERM);
     }
 
     #[cfg(target_os = "linux")]

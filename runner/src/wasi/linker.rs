@@ -5,9 +5,11 @@
 //! they are reinterpreted bit-for-bit (`as u32` / `as u64`, never a value
 //! conversion) before any use.
 
-use super::errno::{Errno, ENOSYS, SUCCESS};
+use super::abi::{clockid, whence, ADVICE_MAX};
+use super::errno::{Errno, EINVAL, ENOSYS, ENOTSOCK, ENOTSUP, SUCCESS};
 use super::memory::GuestMemory;
-use super::{clock, WasiCtx, WASI_MODULE};
+use super::paths::{DirChange, OpenRequest};
+use super::{poll, WasiCtx, WASI_MODULE};
 use wasmi::errors::LinkerError;
 use wasmi::{Caller, Error, Extern, ExternType, Linker, Module, Val, ValType};
 
@@ -28,9 +30,38 @@ fn with_memory<T>(
             "WASI function `{name}` needs the module to export its linear memory as `memory`"
         )));
     };
-    let (data, state) = memory.data_and_store_mut(caller);
+    let (data, state) = memory.data_and_store_mut(&mut *caller);
     let mut mem = GuestMemory::new(data);
-    Ok(finish(name, f(&mut mem, get(state))))
+    let errno = finish(name, f(&mut mem, get(state)));
+    charge_fuel(caller, get)?;
+    Ok(errno)
+}
+
+/// Bytes a host call may move per unit of fuel; wasmi charges its own bulk-memory
+/// instructions at about this rate.
+pub const HOST_BYTES_PER_FUEL: u64 = 64;
+
+/// Charges the bytes the call just moved (recorded with [`WasiCtx::moved`]) to the guest's
+/// fuel, so that a guest cannot do unbounded work per unit of fuel through host calls: what
+/// the current slice cannot pay is kept as an overdraft, which the runner adds to the fuel
+/// consumed (and checks against the budget) when the slice ends, at once since the slice
+/// is then empty.
+fn charge_fuel<T>(caller: &mut Caller<'_, T>, get: Getter<T>) -> Result<(), Error> {
+    let ctx = get(caller.data_mut());
+    let bytes = std::mem::take(&mut ctx.moved_bytes);
+    let cost = bytes.div_ceil(HOST_BYTES_PER_FUEL);
+    if cost == 0 {
+        return Ok(());
+    }
+    // Metering off in the engine: nothing to charge.
+    let Ok(left) = caller.get_fuel() else {
+        return Ok(());
+    };
+    let paid = cost.min(left);
+    caller.set_fuel(left - paid)?;
+    let ctx = get(caller.data_mut());
+    ctx.fuel_overdraft = ctx.fuel_overdraft.saturating_add(cost - paid);
+    Ok(())
 }
 
 fn finish(name: &'static str, result: Result<(), Errno>) -> i32 {
@@ -43,9 +74,29 @@ fn finish(name: &'static str, result: Result<(), Errno>) -> i32 {
     }
 }
 
-/// Defines every implemented preview1 function in `linker` under
-/// [`WASI_MODULE`].
+/// A trap for an enum argument outside its witx range, as wasmtime's generated bindings
+/// trap rather than answer an errno.
+fn invalid_enum(function: &str, what: &str, value: u32) -> Error {
+    Error::new(format!(
+        "WASI function `{function}` was given {value}, which is not a valid `{what}`"
+    ))
+}
+
+/// A witx `u16` flags or enum argument: higher bits set by the guest are EINVAL rather than
+/// silently dropped.
+fn u16_arg(value: i32) -> Result<u16, Errno> {
+    u16::try_from(value as u32).map_err(|_| EINVAL)
+}
+
+/// Defines every preview1 function in `linker` under [`WASI_MODULE`].
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<(), Error> {
+    add_args_and_clocks(linker, get)?;
+    add_fd_calls(linker, get)?;
+    add_path_calls(linker, get)?;
+    add_process_and_sockets(linker, get)
+}
+
+fn add_args_and_clocks<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<(), Error> {
     linker.func_wrap(
         WASI_MODULE,
         "args_get",
@@ -86,6 +137,9 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
         WASI_MODULE,
         "clock_res_get",
         move |mut caller: Caller<'_, T>, id: i32, out: i32| {
+            if id as u32 > clockid::THREAD_CPUTIME_ID {
+                return Err(invalid_enum("clock_res_get", "clockid", id as u32));
+            }
             with_memory(&mut caller, get, "clock_res_get", |mem, ctx| {
                 let out = out as u32;
                 mem.check(out, 8)?;
@@ -98,6 +152,9 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
         WASI_MODULE,
         "clock_time_get",
         move |mut caller: Caller<'_, T>, id: i32, _precision: i64, out: i32| {
+            if id as u32 > clockid::THREAD_CPUTIME_ID {
+                return Err(invalid_enum("clock_time_get", "clockid", id as u32));
+            }
             with_memory(&mut caller, get, "clock_time_get", |mem, ctx| {
                 let out = out as u32;
                 mem.check(out, 8)?;
@@ -114,8 +171,55 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
                 // Filled in place: the guest chooses the length, so the host
                 // never allocates a buffer of that size.
                 let dst = mem.slice_mut(buf as u32, len as u32)?;
-                ctx.clocks.fill_random(dst)
+                ctx.clocks.fill_random(dst)?;
+                ctx.moved(u64::from(len as u32));
+                Ok(())
             })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "poll_oneoff",
+        move |mut caller: Caller<'_, T>, subs: i32, events: i32, n: i32, nevents: i32| {
+            with_memory(&mut caller, get, "poll_oneoff", |mem, ctx| {
+                // Every subscription is read (twice) and may get an event.
+                ctx.moved(u64::from(n as u32).saturating_mul(2 * 48 + 32));
+                poll::poll_oneoff(
+                    mem,
+                    &mut ctx.clocks,
+                    &ctx.fds,
+                    subs as u32,
+                    events as u32,
+                    n as u32,
+                    nevents as u32,
+                )
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn add_fd_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<(), Error> {
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_advise",
+        move |mut caller: Caller<'_, T>, fd: i32, off: i64, len: i64, advice: i32| {
+            if advice as u32 > ADVICE_MAX {
+                return Err(invalid_enum("fd_advise", "advice", advice as u32));
+            }
+            let ctx = get(caller.data_mut());
+            Ok(finish(
+                "fd_advise",
+                ctx.fds.advise(fd as u32, off as u64, len as u64),
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_allocate",
+        move |mut caller: Caller<'_, T>, fd: i32, _off: i64, _len: i64| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish("fd_allocate", ctx.fds.allocate(fd as u32))
         },
     )?;
     linker.func_wrap(
@@ -128,11 +232,77 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
     )?;
     linker.func_wrap(
         WASI_MODULE,
+        "fd_datasync",
+        move |mut caller: Caller<'_, T>, fd: i32| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish("fd_datasync", ctx.fds.sync(fd as u32, true))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_sync",
+        move |mut caller: Caller<'_, T>, fd: i32| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish("fd_sync", ctx.fds.sync(fd as u32, false))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
         "fd_fdstat_get",
         move |mut caller: Caller<'_, T>, fd: i32, out: i32| {
             with_memory(&mut caller, get, "fd_fdstat_get", |mem, ctx| {
                 ctx.fds.fdstat_get(mem, fd as u32, out as u32)
             })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_fdstat_set_flags",
+        move |mut caller: Caller<'_, T>, fd: i32, flags: i32| -> i32 {
+            let ctx = get(caller.data_mut());
+            let result =
+                u16_arg(flags).and_then(|flags| ctx.fds.fdstat_set_flags(fd as u32, flags));
+            finish("fd_fdstat_set_flags", result)
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_fdstat_set_rights",
+        move |mut caller: Caller<'_, T>, fd: i32, _base: i64, _inheriting: i64| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish("fd_fdstat_set_rights", ctx.fds.fdstat_set_rights(fd as u32))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_filestat_get",
+        move |mut caller: Caller<'_, T>, fd: i32, out: i32| {
+            with_memory(&mut caller, get, "fd_filestat_get", |mem, ctx| {
+                ctx.fds.filestat_get(mem, fd as u32, out as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_filestat_set_size",
+        move |mut caller: Caller<'_, T>, fd: i32, size: i64| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish(
+                "fd_filestat_set_size",
+                ctx.fds.filestat_set_size(fd as u32, size as u64),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_filestat_set_times",
+        move |mut caller: Caller<'_, T>, fd: i32, atim: i64, mtim: i64, flags: i32| -> i32 {
+            let ctx = get(caller.data_mut());
+            let result = u16_arg(flags).and_then(|flags| {
+                ctx.fds
+                    .filestat_set_times(fd as u32, atim as u64, mtim as u64, flags)
+            });
+            finish("fd_filestat_set_times", result)
         },
     )?;
     linker.func_wrap(
@@ -160,7 +330,27 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
         move |mut caller: Caller<'_, T>, fd: i32, iovs: i32, iovs_len: i32, nread: i32| {
             with_memory(&mut caller, get, "fd_read", |mem, ctx| {
                 ctx.fds
-                    .read(mem, fd as u32, iovs as u32, iovs_len as u32, nread as u32)
+                    .read(mem, fd as u32, iovs as u32, iovs_len as u32, nread as u32)?;
+                ctx.moved(u64::from(mem.read_u32(nread as u32)?));
+                Ok(())
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_pread",
+        move |mut caller: Caller<'_, T>, fd: i32, iovs: i32, iovs_len: i32, at: i64, nread: i32| {
+            with_memory(&mut caller, get, "fd_pread", |mem, ctx| {
+                ctx.fds.pread(
+                    mem,
+                    fd as u32,
+                    iovs as u32,
+                    iovs_len as u32,
+                    at as u64,
+                    nread as u32,
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nread as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -174,36 +364,34 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
                     fd as u32,
                     iovs as u32,
                     iovs_len as u32,
+                    None,
                     nwritten as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nwritten as u32)?));
+                Ok(())
             })
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
-        "fd_seek",
-        move |mut caller: Caller<'_, T>, fd: i32, offset: i64, whence: i32, out: i32| {
-            with_memory(&mut caller, get, "fd_seek", |mem, ctx| {
-                ctx.fds
-                    .seek(mem, fd as u32, offset, whence as u32, out as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI_MODULE,
-        "fd_tell",
-        move |mut caller: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut caller, get, "fd_tell", |mem, ctx| {
-                ctx.fds.tell(mem, fd as u32, out as u32)
-            })
-        },
-    )?;
-    linker.func_wrap(
-        WASI_MODULE,
-        "fd_filestat_get",
-        move |mut caller: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut caller, get, "fd_filestat_get", |mem, ctx| {
-                ctx.fds.filestat_get(mem, fd as u32, out as u32)
+        "fd_pwrite",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              iovs: i32,
+              iovs_len: i32,
+              at: i64,
+              nwritten: i32| {
+            with_memory(&mut caller, get, "fd_pwrite", |mem, ctx| {
+                ctx.fds.write(
+                    mem,
+                    fd as u32,
+                    iovs as u32,
+                    iovs_len as u32,
+                    Some(at as u64),
+                    nwritten as u32,
+                )?;
+                ctx.moved(u64::from(mem.read_u32(nwritten as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -219,10 +407,46 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
                     len as u32,
                     cookie as u64,
                     used as u32,
-                )
+                )?;
+                ctx.moved(u64::from(mem.read_u32(used as u32)?));
+                Ok(())
             })
         },
     )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_renumber",
+        move |mut caller: Caller<'_, T>, from: i32, to: i32| -> i32 {
+            let ctx = get(caller.data_mut());
+            finish("fd_renumber", ctx.fds.renumber(from as u32, to as u32))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_seek",
+        move |mut caller: Caller<'_, T>, fd: i32, offset: i64, whence: i32, out: i32| {
+            if whence as u32 > whence::END {
+                return Err(invalid_enum("fd_seek", "whence", whence as u32));
+            }
+            with_memory(&mut caller, get, "fd_seek", |mem, ctx| {
+                ctx.fds
+                    .seek(mem, fd as u32, offset, whence as u32, out as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "fd_tell",
+        move |mut caller: Caller<'_, T>, fd: i32, out: i32| {
+            with_memory(&mut caller, get, "fd_tell", |mem, ctx| {
+                ctx.fds.tell(mem, fd as u32, out as u32)
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn add_path_calls<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Result<(), Error> {
     linker.func_wrap(
         WASI_MODULE,
         "path_open",
@@ -237,21 +461,122 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
               fdflags: i32,
               fd_out: i32| {
             with_memory(&mut caller, get, "path_open", |mem, ctx| {
-                // oflags and fdflags are u16 in the witx; higher bits set by
-                // the guest are invalid rather than silently dropped.
-                let oflags = u16::try_from(oflags as u32).map_err(|_| super::errno::EINVAL)?;
-                let fdflags = u16::try_from(fdflags as u32).map_err(|_| super::errno::EINVAL)?;
+                let req = OpenRequest {
+                    dirflags: dirflags as u32,
+                    oflags: u16_arg(oflags)?,
+                    rights_base: rights_base as u64,
+                    fdflags: u16_arg(fdflags)?,
+                };
                 ctx.fds.path_open(
                     mem,
                     dirfd as u32,
-                    dirflags as u32,
-                    path as u32,
-                    path_len as u32,
-                    oflags,
-                    rights_base as u64,
-                    fdflags,
+                    (path as u32, path_len as u32),
+                    &req,
                     fd_out as u32,
                 )
+            })
+        },
+    )?;
+    for (name, change) in [
+        ("path_create_directory", DirChange::CreateDir),
+        ("path_remove_directory", DirChange::RemoveDir),
+        ("path_unlink_file", DirChange::UnlinkFile),
+    ] {
+        linker.func_wrap(
+            WASI_MODULE,
+            name,
+            move |mut caller: Caller<'_, T>, fd: i32, path: i32, len: i32| {
+                with_memory(&mut caller, get, name, |mem, ctx| {
+                    ctx.fds
+                        .change_at(mem, fd as u32, (path as u32, len as u32), change)
+                })
+            },
+        )?;
+    }
+    linker.func_wrap(
+        WASI_MODULE,
+        "path_rename",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              from: i32,
+              from_len: i32,
+              to_fd: i32,
+              to: i32,
+              to_len: i32| {
+            with_memory(&mut caller, get, "path_rename", |mem, ctx| {
+                ctx.fds.path_rename(
+                    mem,
+                    fd as u32,
+                    (from as u32, from_len as u32),
+                    to_fd as u32,
+                    (to as u32, to_len as u32),
+                )
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "path_link",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              flags: i32,
+              from: i32,
+              from_len: i32,
+              to_fd: i32,
+              to: i32,
+              to_len: i32| {
+            with_memory(&mut caller, get, "path_link", |mem, ctx| {
+                ctx.fds.path_link(
+                    mem,
+                    fd as u32,
+                    flags as u32,
+                    (from as u32, from_len as u32),
+                    to_fd as u32,
+                    (to as u32, to_len as u32),
+                )
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "path_symlink",
+        move |mut caller: Caller<'_, T>,
+              target: i32,
+              target_len: i32,
+              fd: i32,
+              link: i32,
+              link_len: i32| {
+            with_memory(&mut caller, get, "path_symlink", |mem, ctx| {
+                ctx.fds.path_symlink(
+                    mem,
+                    (target as u32, target_len as u32),
+                    fd as u32,
+                    (link as u32, link_len as u32),
+                )
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "path_readlink",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              path: i32,
+              path_len: i32,
+              buf: i32,
+              buf_len: i32,
+              used: i32| {
+            with_memory(&mut caller, get, "path_readlink", |mem, ctx| {
+                ctx.fds.path_readlink(
+                    mem,
+                    fd as u32,
+                    (path as u32, path_len as u32),
+                    buf as u32,
+                    buf_len as u32,
+                    used as u32,
+                )?;
+                ctx.moved(u64::from(mem.read_u32(used as u32)?));
+                Ok(())
             })
         },
     )?;
@@ -264,8 +589,7 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
                     mem,
                     fd as u32,
                     flags as u32,
-                    path as u32,
-                    len as u32,
+                    (path as u32, len as u32),
                     out as u32,
                 )
             })
@@ -273,8 +597,57 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
     )?;
     linker.func_wrap(
         WASI_MODULE,
+        "path_filestat_set_times",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              flags: i32,
+              path: i32,
+              len: i32,
+              atim: i64,
+              mtim: i64,
+              fst: i32| {
+            with_memory(&mut caller, get, "path_filestat_set_times", |mem, ctx| {
+                ctx.fds.path_filestat_set_times(
+                    mem,
+                    fd as u32,
+                    flags as u32,
+                    (path as u32, len as u32),
+                    atim as u64,
+                    mtim as u64,
+                    u16_arg(fst)?,
+                )
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn add_process_and_sockets<T: 'static>(
+    linker: &mut Linker<T>,
+    get: Getter<T>,
+) -> Result<(), Error> {
+    linker.func_wrap(
+        WASI_MODULE,
         "proc_exit",
-        |_caller: Caller<'_, T>, code: i32| -> Result<(), Error> { Err(Error::i32_exit(code)) },
+        |_caller: Caller<'_, T>, code: i32| -> Result<(), Error> {
+            // As wasmtime: statuses from 126 up are what shells make of signals and
+            // failures to run, so a guest may not claim them; asking is an error.
+            if code as u32 >= 126 {
+                return Err(Error::new(format!(
+                    "proc_exit({}): an exit status must be below 126",
+                    code as u32
+                )));
+            }
+            Err(Error::i32_exit(code))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "proc_raise",
+        |_caller: Caller<'_, T>, _signal: i32| -> i32 {
+            // As wasmtime: a guest cannot signal itself.
+            i32::from(ENOTSUP)
+        },
     )?;
     linker.func_wrap(
         WASI_MODULE,
@@ -284,23 +657,50 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: Getter<T>) -> Resu
             i32::from(SUCCESS)
         },
     )?;
+    // No fd is ever a socket: a closed fd is EBADF, any other ENOTSOCK, as in wasmtime.
     linker.func_wrap(
         WASI_MODULE,
-        "poll_oneoff",
-        move |mut caller: Caller<'_, T>, subs: i32, events: i32, n: i32, nevents: i32| {
-            with_memory(&mut caller, get, "poll_oneoff", |mem, ctx| {
-                clock::poll_oneoff(
-                    mem,
-                    &mut ctx.clocks,
-                    subs as u32,
-                    events as u32,
-                    n as u32,
-                    nevents as u32,
-                )
-            })
+        "sock_accept",
+        move |mut caller: Caller<'_, T>, fd: i32, _flags: i32, _out: i32| -> i32 {
+            finish("sock_accept", not_a_socket(get(caller.data_mut()), fd))
+        },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "sock_recv",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              _iovs: i32,
+              _iovs_len: i32,
+              _flags: i32,
+              _nread: i32,
+              _oflags: i32|
+              -> i32 { finish("sock_recv", not_a_socket(get(caller.data_mut()), fd)) },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "sock_send",
+        move |mut caller: Caller<'_, T>,
+              fd: i32,
+              _iovs: i32,
+              _iovs_len: i32,
+              _flags: i32,
+              _nwritten: i32|
+              -> i32 { finish("sock_send", not_a_socket(get(caller.data_mut()), fd)) },
+    )?;
+    linker.func_wrap(
+        WASI_MODULE,
+        "sock_shutdown",
+        move |mut caller: Caller<'_, T>, fd: i32, _how: i32| -> i32 {
+            finish("sock_shutdown", not_a_socket(get(caller.data_mut()), fd))
         },
     )?;
     Ok(())
+}
+
+fn not_a_socket(ctx: &WasiCtx, fd: i32) -> Result<(), Errno> {
+    ctx.fds.get(fd as u32)?;
+    Err(ENOTSOCK)
 }
 
 /// For every import of `module` from [`WASI_MODULE`] that the linker does not

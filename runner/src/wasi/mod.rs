@@ -1,25 +1,32 @@
-//! A minimal WASI preview1 (`wasi_snapshot_preview1`) host for the wasmi
-//! interpreter: enough of the API for ordinary batch programs built with
-//! wasi-libc, Rust or similar toolchains to read arguments and environment,
-//! use clocks and randomness, read and write files beneath explicitly
-//! preopened directories, print to captured or inherited stdout/stderr and
-//! exit with a status code.
+//! A WASI preview1 (`wasi_snapshot_preview1`) host for the wasmi interpreter: every
+//! preview1 function, behaving as wasmtime's preview1 does (the same errno for the same
+//! misuse, the same fd numbers), inside a sandbox: arguments and environment as given,
+//! clocks and randomness, files and directories beneath explicitly preopened directories
+//! (read-only unless made writable), captured or inherited stdout/stderr, `poll_oneoff`
+//! on clocks, stdio and files, and the exit status.
 //!
-//! It deliberately does not: expose any host environment variable, path or
-//! descriptor that the [`WasiConfig`] does not name; let any path resolve
-//! outside its preopen (cap-std enforces this, see `fs`); implement sockets,
-//! renames, deletes, directory creation, links, timestamps or fd flag
-//! changes (such imports are answered with ENOSYS via [`define_unsupported`]);
-//! support threads or async I/O; or poll file descriptors for readiness.
-//! With [`Determinism::Seeded`] it also hides host time, randomness, inode
-//! numbers and file timestamps so that reruns behave identically.
+//! It deliberately does not: expose any host environment variable, path or descriptor
+//! that the [`WasiConfig`] does not name; let any path resolve outside its preopen
+//! (cap-std enforces this, see `paths`); let anything beneath a read-only preopen change;
+//! offer sockets (no fd is one: the `sock_*` calls answer ENOTSOCK or EBADF, as wasmtime's
+//! do for a program given no sockets), signals or threads. With [`Determinism::Seeded`]
+//! it also hides host time, randomness, inode numbers and file timestamps so that reruns
+//! behave identically.
+//!
+//! By area: `abi` (every witx constant and layout), `fds` (the fd table and `fd_*`),
+//! `paths` (`path_*`), `dirs` (preopens, `fd_readdir`), `clock` (clocks, random), `poll`
+//! (`poll_oneoff`), `stdio`, `args`, `memory` (bounds-checked guest memory), `linker`.
 
+pub mod abi;
 mod args;
 mod clock;
+mod dirs;
 pub mod errno;
-mod fs;
+mod fds;
 mod linker;
 mod memory;
+mod paths;
+mod poll;
 mod stdio;
 
 #[cfg(test)]
@@ -29,9 +36,10 @@ pub use clock::{
     Determinism, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_REALTIME,
     CLOCK_THREAD_CPUTIME_ID, SEEDED_REALTIME_START_NS, SEEDED_TICK_NS,
 };
-pub use fs::{MAX_FDS, MAX_PATH_LEN};
-pub use linker::{add_to_linker, define_unsupported};
+pub use fds::MAX_FDS;
+pub use linker::{add_to_linker, define_unsupported, HOST_BYTES_PER_FUEL};
 pub use memory::MAX_IOVS;
+pub use paths::MAX_PATH_LEN;
 pub use stdio::{CaptureBuffer, Captured, OutputSink, StdinSource};
 
 use std::fmt;
@@ -92,8 +100,12 @@ pub enum WasiError {
 pub struct WasiCtx {
     pub(crate) args: args::StringList,
     pub(crate) env: args::StringList,
-    pub(crate) fds: fs::FdTable,
+    pub(crate) fds: fds::FdTable,
     pub(crate) clocks: clock::Clocks,
+    /// Bytes the host call in progress moved, charged to fuel when it returns.
+    pub(crate) moved_bytes: u64,
+    /// Fuel host calls cost beyond what was left in the guest's fuel at the time.
+    pub(crate) fuel_overdraft: u64,
 }
 
 // The store carrying this context is moved into a worker thread.
@@ -149,10 +161,10 @@ impl WasiCtx {
         let preopens = config
             .preopens
             .iter()
-            .map(fs::open_preopen)
+            .map(dirs::open_preopen)
             .collect::<Result<Vec<_>, _>>()?;
         let clocks = clock::Clocks::new(&config.determinism);
-        let fds = fs::FdTable::new(
+        let fds = fds::FdTable::new(
             config.stdin,
             config.stdout,
             config.stderr,
@@ -164,7 +176,22 @@ impl WasiCtx {
             env,
             fds,
             clocks,
+            moved_bytes: 0,
+            fuel_overdraft: 0,
         })
+    }
+}
+
+impl WasiCtx {
+    /// Records bytes moved by the host call in progress (see `linker::charge_fuel`).
+    pub(crate) fn moved(&mut self, bytes: u64) {
+        self.moved_bytes = self.moved_bytes.saturating_add(bytes);
+    }
+
+    /// The fuel host calls cost beyond what the guest's fuel held at the time, since the
+    /// last call; the runner adds it to the fuel consumed.
+    pub fn take_fuel_overdraft(&mut self) -> u64 {
+        std::mem::take(&mut self.fuel_overdraft)
     }
 }
 

@@ -94,6 +94,29 @@ impl OutputSink {
     }
 }
 
+impl OutputSink {
+    /// Whether the guest should see a terminal (only an inherited stream can be one).
+    pub(crate) fn is_terminal(&self, is_stderr: bool) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Self::Capture(_) => false,
+            Self::Inherit if is_stderr => io::stderr().is_terminal(),
+            Self::Inherit => io::stdout().is_terminal(),
+        }
+    }
+}
+
+impl StdinSource {
+    /// Whether the guest should see a terminal (only the inherited stdin can be one).
+    pub(crate) fn is_terminal(&self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Self::Null => false,
+            Self::Inherit => io::stdin().is_terminal(),
+        }
+    }
+}
+
 fn write_flush(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
     out.write_all(data)?;
     out.flush()
