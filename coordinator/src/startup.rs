@@ -415,6 +415,7 @@ fn job_parts(loaded: &config::Loaded) -> Result<(Job, job::JobSettings), Startup
         fetcher_image: c.fetcher_image.clone(),
         gateway: c.ipfs_endpoint.trim().to_owned(),
         limits: loaded.run_limits(),
+        queueing: loaded.queueing(),
     };
     Ok((template, settings))
 }

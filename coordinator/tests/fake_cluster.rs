@@ -88,6 +88,7 @@ fn job(
             timeout: Duration::from_secs(60),
             fuel: 0,
         },
+        queueing: Default::default(),
     };
     let task = Task {
         task_id: id.into(),

@@ -534,6 +534,7 @@ fn settings(k: &Kube) -> coordinator::backend::kubernetes::job::JobSettings {
             timeout: Duration::from_secs(60),
             fuel: 1_000_000,
         },
+        queueing: Default::default(),
     }
 }
 

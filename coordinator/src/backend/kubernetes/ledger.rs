@@ -189,6 +189,13 @@ impl WasmTaskLedger {
         Some((name, wt.metadata.uid.clone()?))
     }
 
+    /// The Kueue LocalQueue the task's WasmTask names (`spec.queueName`), if it names one.
+    pub fn queue_of(&self, task_id: &str) -> Option<String> {
+        let index = self.lock_index();
+        let name = index.name_for(task_id);
+        index.tasks.get(&name)?.spec.queue_name.clone()
+    }
+
     /// Starts the index's watch and the pruner (once), and waits for the first full list.
     async fn synced(&self) {
         self.started.get_or_init(|| {

@@ -15,6 +15,7 @@
 //! `kubectl describe job` tell the story; failing to record one never fails a task.
 
 pub mod job;
+pub mod kueue;
 pub mod ledger;
 pub mod status;
 pub mod wasm_task;
@@ -185,6 +186,13 @@ impl KubernetesBackend {
                     false,
                 );
             };
+            if let Some(queue) = ledger.queue_of(&task.task_id) {
+                kueue::queue_job(
+                    &mut job,
+                    &queue,
+                    self.settings.queueing.priority_class.as_deref(),
+                );
+            }
             job.metadata.owner_references = Some(vec![OwnerReference {
                 api_version: format!("{}/{}", wasm_task::GROUP, wasm_task::VERSION),
                 kind: wasm_task::KIND.into(),

@@ -66,6 +66,9 @@ pub struct WasmTaskSpec {
     /// Why the task cannot run ([`Task::invalid`]): a malformed on-chain task, recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// The Kueue LocalQueue of this task's Job, instead of the coordinator's `queue_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
 }
 
 /// `spec.limits`: the task's [`TaskLimits`] in the API's spelling.
@@ -177,6 +180,7 @@ pub fn for_task(task: &Task, namespace: &str) -> WasmTask {
                 fuel: task.limits.fuel,
             }),
             invalid: task.invalid.clone(),
+            queue_name: None,
         },
         status: None,
     }
