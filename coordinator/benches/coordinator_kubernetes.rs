@@ -40,6 +40,7 @@ fn run(
         pod_backoff: Duration::from_millis(100),
         // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
         crds: vec![FakeCluster::wasm_task_crd()],
+        kueue: None,
     });
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster.write_kubeconfig(dir.path(), NS);
