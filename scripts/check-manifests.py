@@ -55,6 +55,8 @@ COORDINATOR_RULES = {
     *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")),
     # The task sources' cursors: one ConfigMap, read and updated by name, created once.
     *(("", "configmaps", v) for v in ("get", "update", "create")),
+    # With Kueue: a waiting Job's Workload says why it waits.
+    *(("kueue.x-k8s.io", "workloads", v) for v in ("get", "list")),
 }
 # Rules that may (and should) be limited to named objects: (apiGroup, resource) → names.
 NAMED_RULES = {("", "configmaps"): {"wasm-exec-cursors"}}

@@ -161,6 +161,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     let signalled = wait_for_signal();
     let c = &loaded.config;
     let identity = identity();
+    let observers = Arc::new(Observers::default());
     let mut kube_backend = None;
     let (backend, ledger): (Arc<dyn Backend>, Arc<dyn Ledger>) = match loaded.backend {
         BackendKind::Kubernetes => {
@@ -178,6 +179,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
                 .await
                 .map_err(|why| StartupError::LedgerNotReady { why })?;
             b.owners(ledger.clone());
+            b.admission_metrics(observers.metrics.admission());
             let b = Arc::new(b);
             kube_backend = Some(b.clone());
             (b, ledger)
@@ -252,7 +254,6 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         })?;
         sinks.push(Box::new(sink));
     }
-    let observers = Arc::new(Observers::default());
     if let Some((settings, chain_id)) = chain {
         let sink = ContractSink::connect(settings, chain_id, observers.clone(), ledger.clone())
             .await
