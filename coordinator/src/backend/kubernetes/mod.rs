@@ -419,19 +419,27 @@ impl KubernetesBackend {
         // A queued Job counts as waiting from its creation; another only once seen suspended.
         let mut waiting = queue.map(|_| self.admission.waiting());
         let mut said: Option<String> = None;
+        // One wait on the watch throughout (it looks the Job up directly when the cache
+        // lacks it for long); the looks at the Workload come between.
+        let admitted = watch.until(name, ns, |job| match job_state(job) {
+            JobState::Waiting => None,
+            JobState::Running => Some(None),
+            JobState::Finished(end) => Some(Some(end)),
+        });
+        tokio::pin!(admitted);
         loop {
             let look = if said.is_none() {
                 FIRST_LOOK
             } else {
                 LOOK_EVERY
             };
-            let look = kueue::admission_left(began.elapsed(), limit).map_or(look, |l| look.min(l));
-            let admitted = watch.until(name, ns, |job| match job_state(job) {
-                JobState::Waiting => None,
-                JobState::Running => Some(None),
-                JobState::Finished(end) => Some(Some(end)),
-            });
-            if let Ok(end) = tokio::time::timeout(look, admitted).await {
+            let look_in =
+                kueue::admission_left(began.elapsed(), limit).map_or(look, |l| look.min(l));
+            let end = tokio::select! {
+                end = &mut admitted => Some(end),
+                () = tokio::time::sleep(look_in) => None,
+            };
+            if let Some(end) = end {
                 let end = end?;
                 if waiting.take().is_some() {
                     self.admission.admitted_after(began.elapsed());
