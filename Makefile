@@ -134,9 +134,9 @@ manifests-check:
 images:
 	@scripts/build-images.sh
 
-## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl)
+## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl); KUEUE=1: through Kueue (k8s/kueue/)
 kind-demo:
-	@TARGET_DIR=$(TARGET_DIR) scripts/kind-demo.sh
+	@TARGET_DIR=$(TARGET_DIR) KUEUE=$(KUEUE) scripts/kind-demo.sh
 
 ## kind-down: delete the kind cluster made by kind-demo
 kind-down:
