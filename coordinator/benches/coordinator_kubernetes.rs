@@ -54,6 +54,7 @@ fn run(
         kueue: kueue_quota.map(|cpu_quota_millis| KueueOptions {
             local_queues: vec![QUEUE.into()],
             cpu_quota_millis,
+            requeue_after: Duration::from_secs(1),
         }),
     });
     let dir = tempfile::tempdir().unwrap();

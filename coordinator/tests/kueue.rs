@@ -36,6 +36,15 @@ struct Queued {
 
 impl Queued {
     fn start(cpu_quota_millis: u64) -> Self {
+        Self::start_with(Some(KueueOptions {
+            local_queues: vec![QUEUE.into()],
+            cpu_quota_millis,
+            requeue_after: Duration::from_millis(1500),
+        }))
+    }
+
+    /// `None`: a cluster without Kueue (no Workloads served).
+    fn start_with(kueue: Option<KueueOptions>) -> Self {
         let bins = coordinator_bin().parent().unwrap().to_path_buf();
         let cluster = FakeCluster::start(ClusterOptions {
             images: vec![
@@ -43,10 +52,7 @@ impl Queued {
                 (FETCHER_IMAGE.into(), bins.join("fetcher")),
             ],
             crds: vec![FakeCluster::wasm_task_crd()],
-            kueue: Some(KueueOptions {
-                local_queues: vec![QUEUE.into()],
-                cpu_quota_millis,
-            }),
+            kueue,
             ..ClusterOptions::default()
         });
         let nap = wasm_of(NAP_WAT);
@@ -105,6 +111,37 @@ impl Queued {
             .find(|w| w["metadata"]["name"] == name)
     }
 
+    /// Once Job `job`'s runner is running, evicts it as Kueue does for a higher priority.
+    fn evict_while_running(&self, job: &str) {
+        self.cluster.wait_until(
+            "the runner is running",
+            Duration::from_secs(30),
+            runner_running,
+        );
+        self.cluster.evict(
+            NS,
+            job,
+            "Preempted to accommodate a higher priority Workload",
+        );
+    }
+
+    /// Waits until WasmTask `name` says `Admitting`, its `Admitted` condition's message
+    /// holding `why`.
+    fn admitting_because(&self, name: &str, why: &str) {
+        self.cluster.wait_until(
+            &format!("WasmTask {name} says Admitting because {why}"),
+            Duration::from_secs(10),
+            |_| {
+                self.wasm_task(name).is_some_and(|wt| {
+                    wt["status"]["phase"] == "Admitting"
+                        && admitted_condition(&wt)
+                            .and_then(|c| c["message"].as_str())
+                            .is_some_and(|m| m.contains(why))
+                })
+            },
+        );
+    }
+
     fn job_events(&self, job: &str) -> Vec<String> {
         self.cluster
             .events(NS)
@@ -128,6 +165,20 @@ fn admitted_condition(wt: &Value) -> Option<&Value> {
         .as_array()?
         .iter()
         .find(|c| c["type"] == "Admitted")
+}
+
+/// Whether a pod's runner container is running.
+fn runner_running(c: &FakeCluster) -> bool {
+    c.pods(NS).iter().any(|p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|cs| {
+                cs.name == "runner" && cs.state.as_ref().is_some_and(|st| st.running.is_some())
+            })
+    })
 }
 
 /// Samples, until `stop`, the most task Jobs running at once (admitted, not finished) and
@@ -282,25 +333,7 @@ fn a_task_evicted_mid_run_is_admitted_again_succeeds_is_published_once_and_keeps
     let spawned = coord.spawn();
     let port = spawned.http_port();
     let job = job_name("evicted");
-    k.cluster
-        .wait_until("the runner is running", Duration::from_secs(30), |c| {
-            c.pods(NS).iter().any(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .any(|cs| {
-                        cs.name == "runner"
-                            && cs.state.as_ref().is_some_and(|st| st.running.is_some())
-                    })
-            })
-        });
-    k.cluster.evict(
-        NS,
-        &job,
-        "Preempted to accommodate a higher priority Workload",
-    );
+    k.evict_while_running(&job);
     k.cluster
         .wait_until("the evicted pod is gone", Duration::from_secs(10), |c| {
             c.pods(NS).is_empty()
@@ -359,6 +392,64 @@ fn a_task_evicted_mid_run_is_admitted_again_succeeds_is_published_once_and_keeps
     assert_eq!(wt["status"]["preemptions"], 1, "{wt}");
 }
 
+/// Re-admitted at once (before the coordinator would look at the Workload), the task's
+/// WasmTask still goes back from `Admitting` to `Running`.
+#[test]
+fn a_task_admitted_again_at_once_after_a_preemption_reads_running_again() {
+    let k = Queued::start_with(Some(KueueOptions {
+        local_queues: vec![QUEUE.into()],
+        cpu_quota_millis: 1000,
+        requeue_after: Duration::from_millis(300),
+    }));
+    let spawned = k.coord(&[k.nap_task("bounced", 3500)]).spawn();
+    let job = job_name("bounced");
+    k.evict_while_running(&job);
+    k.cluster.wait_until(
+        "a second pod runs, with the WasmTask Running and admitted again",
+        Duration::from_secs(20),
+        |c| {
+            c.pods_created(NS, &job) == 2
+                && k.wasm_task("bounced").is_some_and(|wt| {
+                    wt["status"]["phase"] == "Running"
+                        && wt["status"]["preemptions"] == 1
+                        && admitted_condition(&wt).is_some_and(|a| a["status"] == "True")
+                })
+        },
+    );
+    let run = spawned.wait();
+    run.expect_code(0);
+    assert_eq!(run.results().len(), 1, "{}", run.describe());
+}
+
+/// Where no Kueue runs, a queued Job is never admitted: the WasmTask says Kueue looks
+/// missing, and `admission_timeout` ends the wait.
+#[test]
+fn without_kueue_a_queued_task_says_kueue_is_missing_and_admission_timeout_fails_it() {
+    let k = Queued::start_with(None);
+    let mut coord = k.coord(&[k.nap_task("stranded", 300)]);
+    coord.env("COORDINATOR_ADMISSION_TIMEOUT", "4");
+    let spawned = coord.spawn();
+    k.admitting_because("stranded", "is Kueue installed?");
+    let job = &k.cluster.jobs(NS)[0];
+    assert_eq!(
+        job.spec.as_ref().unwrap().suspend,
+        Some(true),
+        "created suspended"
+    );
+    assert_eq!(k.cluster.pods(NS).len(), 0, "so it never ran past a quota");
+    let run = spawned.wait();
+    run.expect_code(1);
+    let error = run.by_id()["stranded"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("admission_timeout (4 s)") && error.contains("is Kueue installed?"),
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_timeout_fails_it() {
     let k = Queued::start(1000);
@@ -379,20 +470,7 @@ fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_time
         .env("COORDINATOR_LISTEN", "127.0.0.1:0");
     let spawned = coord.spawn();
     let port = spawned.http_port();
-    k.cluster.wait_until(
-        "the WasmTask says Admitting, with Kueue's reason",
-        Duration::from_secs(10),
-        |_| {
-            k.wasm_task("lost").is_some_and(|wt| {
-                wt["status"]["phase"] == "Admitting"
-                    && admitted_condition(&wt).is_some_and(|c| {
-                        c["message"]
-                            .as_str()
-                            .is_some_and(|m| m.contains("LocalQueue nope doesn't exist"))
-                    })
-            })
-        },
-    );
+    k.admitting_because("lost", "LocalQueue nope doesn't exist");
     let job = &k.cluster.jobs(NS)[0];
     assert_eq!(
         job.metadata.labels.as_ref().unwrap()["kueue.x-k8s.io/queue-name"],

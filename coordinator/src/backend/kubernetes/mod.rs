@@ -375,8 +375,9 @@ impl KubernetesBackend {
         let ns = &self.settings.namespace;
         let bound =
             self.settings.limits.for_task(task.limits).timeout + DEADLINE_SLACK + WAIT_SLACK;
+        let mut preempted = false;
         loop {
-            if let Some(end) = self.admitted(watch, name, task, queue).await? {
+            if let Some(end) = self.admitted(watch, name, task, queue, preempted).await? {
                 return Ok(end);
             }
             let ran = watch.until(name, ns, |job| match job_state(job) {
@@ -398,7 +399,10 @@ impl KubernetesBackend {
                 }
                 Ok(Err(outcome)) => return Err(outcome),
                 Ok(Ok(Ran::Finished(end))) => return Ok(end),
-                Ok(Ok(Ran::Suspended)) => self.preempted(watch, name, task).await,
+                Ok(Ok(Ran::Suspended)) => {
+                    self.preempted(watch, name, task).await;
+                    preempted = true;
+                }
             }
         }
     }
@@ -406,12 +410,15 @@ impl KubernetesBackend {
     /// Waits while the Job is suspended, for Kueue to admit it; `Some` when it finished
     /// meanwhile. While it waits, the task counts as admitting, and its WasmTask says why
     /// (the Workload's message); past `admission_timeout` the task fails, naming the cause.
+    /// After a preemption (`preempted`) the WasmTask already says it waits, so its admission
+    /// is recorded however soon it comes.
     async fn admitted(
         &self,
         watch: &JobWatch,
         name: &str,
         task: &Task,
         queue: Option<&str>,
+        preempted: bool,
     ) -> Result<Option<JobEnd>, Box<AttemptOutcome>> {
         let ns = &self.settings.namespace;
         let limit = self.settings.queueing.admission_timeout;
@@ -444,7 +451,7 @@ impl KubernetesBackend {
                 if waiting.take().is_some() {
                     self.admission.admitted_after(began.elapsed());
                 }
-                if said.is_some() {
+                if said.is_some() || preempted {
                     info!(
                         task_id = %task.task_id,
                         job = name,

@@ -14,8 +14,8 @@
 //! - quota is released when the Job finishes (`Complete`/`Failed`) or is deleted;
 //! - eviction ([`super::FakeCluster::evict`]): the Job is suspended again (the Job
 //!   controller deletes its pods, adds the `Suspended` condition and resets `startTime` on
-//!   resume), the Workload says `Evicted`, and it waits [`REQUEUE_AFTER`] before it can be
-//!   admitted again.
+//!   resume), the Workload says `Evicted`, and it waits [`KueueOptions::requeue_after`]
+//!   before it can be admitted again.
 //!
 //! Not emulated: flavors other than one, resources other than CPU, cohorts, borrowing,
 //! priorities and preemption decisions (eviction is the test's call), MultiKueue, admission
@@ -34,9 +34,6 @@ pub const LABEL_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 pub const LABEL_JOB_UID: &str = "kueue.x-k8s.io/job-uid";
 const GROUP_VERSION: &str = "kueue.x-k8s.io/v1beta1";
 const WORKLOADS: &str = "workloads";
-/// How long an evicted Workload waits before it may be admitted again (Kueue requeues with
-/// a backoff): long enough for a client's watch to see the Job suspended.
-pub const REQUEUE_AFTER: Duration = Duration::from_millis(1500);
 
 /// What Kueue is set up with: the LocalQueues of the namespaces (all pointing at one
 /// ClusterQueue) and that ClusterQueue's CPU quota.
@@ -45,6 +42,9 @@ pub struct KueueOptions {
     pub local_queues: Vec<String>,
     /// In millicores.
     pub cpu_quota_millis: u64,
+    /// How long an evicted Workload waits before it may be admitted again (Kueue requeues
+    /// with a backoff); long enough for a client's watch to see the Job suspended.
+    pub requeue_after: Duration,
 }
 
 pub(super) struct Kueue {
@@ -306,7 +306,7 @@ fn pass(c: &Cluster) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&uid)
-            .is_some_and(|at| at.elapsed() < REQUEUE_AFTER);
+            .is_some_and(|at| at.elapsed() < kueue.opts.requeue_after);
         if backing_off {
             continue;
         }

@@ -436,7 +436,7 @@ impl FakeCluster {
     }
 
     /// Evicts Job `job`'s Workload as Kueue's preemption does: the Job is suspended again
-    /// (its pods deleted) and may be admitted again after [`kueue::REQUEUE_AFTER`].
+    /// (its pods deleted) and may be admitted again after [`KueueOptions::requeue_after`].
     pub fn evict(&self, ns: &str, job: &str, message: &str) {
         kueue::evict(&self.cluster, ns, job, message);
     }
