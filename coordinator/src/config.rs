@@ -245,7 +245,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "priority_class",
-        "Kueue WorkloadPriorityClass of every Job (label kueue.x-k8s.io/priority-class)",
+        "Kueue WorkloadPriorityClass of every queued Job (label kueue.x-k8s.io/priority-class)",
     ),
     (
         "admission_timeout",
