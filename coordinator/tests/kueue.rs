@@ -338,6 +338,23 @@ fn a_task_evicted_mid_run_is_admitted_again_succeeds_is_published_once_and_keeps
         .wait_until("the evicted pod is gone", Duration::from_secs(10), |c| {
             c.pods(NS).is_empty()
         });
+    // Suspended as Kubernetes does it: the condition, and no startTime until it resumes
+    // (so activeDeadlineSeconds counts from the next admission).
+    k.cluster.wait_until(
+        "the Job says Suspended and has no startTime",
+        Duration::from_secs(10),
+        |c| {
+            c.jobs(NS).iter().any(|j| {
+                let status = j.status.clone().unwrap_or_default();
+                status.start_time.is_none()
+                    && status
+                        .conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Suspended" && c.status == "True")
+            })
+        },
+    );
     // While it waits to be admitted again, the WasmTask says so.
     k.cluster.wait_until(
         "the WasmTask records the preemption",
@@ -409,6 +426,15 @@ fn a_task_admitted_again_at_once_after_a_preemption_reads_running_again() {
         Duration::from_secs(20),
         |c| {
             c.pods_created(NS, &job) == 2
+                && c.jobs(NS).iter().any(|j| {
+                    let status = j.status.clone().unwrap_or_default();
+                    status.start_time.is_some()
+                        && status
+                            .conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Suspended" && c.status == "False")
+                })
                 && k.wasm_task("bounced").is_some_and(|wt| {
                     wt["status"]["phase"] == "Running"
                         && wt["status"]["preemptions"] == 1
