@@ -135,15 +135,18 @@ manifests-check:
 	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 $(DEV_BIN)/coordinator --print-job \
 	  '{"task_id":"stats","wasm_cid":"QmfZ7H1gRMey9ADX4gPezeughyT2d9EbpwXDa1K8NoysCy"}' \
 	  > $(TARGET_DIR)/generated/job-stats.yaml
-	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py --with $(TARGET_DIR)/generated/job-fib.yaml $(TARGET_DIR)/generated/job-stats.yaml
+	COORDINATOR_IPFS_ENDPOINT=http://ipfs:8080 COORDINATOR_QUEUE_NAME=wasm-exec COORDINATOR_PRIORITY_CLASS=batch-low \
+	  $(DEV_BIN)/coordinator --print-job '{"task_id":"queued","wasm_cid":"QmfZ7H1gRMey9ADX4gPezeughyT2d9EbpwXDa1K8NoysCy"}' \
+	  > $(TARGET_DIR)/generated/job-kueue.yaml
+	$(VALIDATE_VENV)/bin/python scripts/check-manifests.py --with $(TARGET_DIR)/generated/job-fib.yaml $(TARGET_DIR)/generated/job-stats.yaml $(TARGET_DIR)/generated/job-kueue.yaml
 
 ## images: docker build executor-demo/{executor,fetcher,coordinator}:demo (needs a running Docker engine)
 images:
 	@scripts/build-images.sh
 
-## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl)
+## kind-demo: a kind cluster with IPFS, the samples, the Job template and two coordinators; waits for the sample tasks' results (needs docker, kind, kubectl); KUEUE=1: through Kueue (k8s/kueue/)
 kind-demo:
-	@TARGET_DIR=$(TARGET_DIR) scripts/kind-demo.sh
+	@TARGET_DIR=$(TARGET_DIR) KUEUE=$(KUEUE) scripts/kind-demo.sh
 
 ## kind-down: delete the kind cluster made by kind-demo
 kind-down:

@@ -4,7 +4,7 @@
 Runs with the virtualenv that scripts/ensure-validate.sh makes; needs no network, no
 cluster and no kubectl.
 
-  scripts/check-manifests.py [FILE...]   default: k8s/*.yaml ipfs/docker-compose.yml docker/*.Dockerfile
+  scripts/check-manifests.py [FILE...]   default: k8s/*.yaml k8s/kueue/*.yaml ipfs/docker-compose.yml docker/*.Dockerfile
   scripts/check-manifests.py --with FILE...   the defaults and these (the Jobs the coordinator generates)
 
 1. Every YAML document in k8s/*.yaml is validated against the upstream Kubernetes JSON
@@ -12,7 +12,10 @@ cluster and no kubectl.
    field, a wrong type or a missing required field fails, and so does a kind/apiVersion
    with no schema (kubernetes-validate alone only warns about that). kind's Cluster config
    (k8s/kind.yaml) is not a Kubernetes object: it is checked against a small strict schema
-   here. Duplicate mapping keys fail everywhere (PyYAML would keep the last silently).
+   here, and so are Kueue's objects (k8s/kueue/*.yaml: ResourceFlavor, ClusterQueue,
+   LocalQueue of kueue.x-k8s.io/v1beta1), against small strict schemas of the fields
+   Kueue documents that they use. Duplicate mapping keys fail everywhere (PyYAML would
+   keep the last silently).
 2. Policy: no manifest creates a Secret, nor a ConfigMap other than the Job template
    (wasm-exec-job-template); no cluster-wide RBAC; the coordinator's Role grants exactly
    the least-privilege rules below; every pod runs as non-root with seccomp RuntimeDefault,
@@ -55,6 +58,8 @@ COORDINATOR_RULES = {
     *(("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")),
     # The task sources' cursors: one ConfigMap, read and updated by name, created once.
     *(("", "configmaps", v) for v in ("get", "update", "create")),
+    # With Kueue: a waiting Job's Workload says why it waits.
+    *(("kueue.x-k8s.io", "workloads", v) for v in ("get", "list")),
 }
 # Rules that may (and should) be limited to named objects: (apiGroup, resource) → names.
 NAMED_RULES = {("", "configmaps"): {"wasm-exec-cursors"}}
@@ -94,6 +99,57 @@ KIND_CLUSTER_SCHEMA = {
             },
         },
     },
+}
+
+_QUANTITY = {"oneOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"},
+                       {"type": "integer", "minimum": 0}]}
+_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253}
+
+
+def _kueue(kind, spec, required_spec=()):
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata"] + (["spec"] if required_spec else []),
+        "properties": {
+            "apiVersion": {"const": "kueue.x-k8s.io/v1beta1"},
+            "kind": {"const": kind},
+            "metadata": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": _NAME, "namespace": _NAME, "labels": {"type": "object"},
+                               "annotations": {"type": "object"}},
+            },
+            "spec": {"type": "object", "additionalProperties": False, "required": list(required_spec),
+                     "properties": spec},
+        },
+    }
+
+
+# Kueue's objects (kueue.x-k8s.io/v1beta1), the fields of its API reference these files use.
+KUEUE_SCHEMAS = {
+    "ResourceFlavor": _kueue("ResourceFlavor", {"nodeLabels": {"type": "object"},
+                                                "nodeTaints": {"type": "array"},
+                                                "tolerations": {"type": "array"}}),
+    "ClusterQueue": _kueue("ClusterQueue", {
+        "namespaceSelector": {"type": "object"},
+        "queueingStrategy": {"enum": ["BestEffortFIFO", "StrictFIFO"]},
+        "cohort": {"type": "string"},
+        "preemption": {"type": "object"},
+        "resourceGroups": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False, "required": ["coveredResources", "flavors"],
+            "properties": {
+                "coveredResources": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "flavors": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name", "resources"],
+                    "properties": {"name": _NAME, "resources": {"type": "array", "minItems": 1, "items": {
+                        "type": "object", "additionalProperties": False, "required": ["name", "nominalQuota"],
+                        "properties": {"name": {"type": "string"}, "nominalQuota": _QUANTITY,
+                                       "borrowingLimit": _QUANTITY, "lendingLimit": _QUANTITY}}}}}},
+            }}},
+    }, required_spec=("resourceGroups",)),
+    "LocalQueue": _kueue("LocalQueue", {"clusterQueue": _NAME}, required_spec=("clusterQueue",)),
 }
 
 
@@ -152,6 +208,13 @@ class Checker:
             return
         if api_version.startswith("kind.x-k8s.io/"):
             self.schema_errors(where, KIND_CLUSTER_SCHEMA, obj, Registry())
+            return
+        if api_version.startswith("kueue.x-k8s.io/"):
+            schema = KUEUE_SCHEMAS.get(kind)
+            if schema is None:
+                self.error(where, f"no schema here for Kueue's kind {kind}")
+            else:
+                self.schema_errors(where, schema, obj, Registry())
             return
         name = (obj.get("metadata") or {}).get("name")
         if not isinstance(name, str) or not name:
@@ -301,7 +364,7 @@ def pod_spec(obj):
 def main(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.chdir(root)
-    defaults = sorted(glob.glob("k8s/*.yaml")) + ["ipfs/docker-compose.yml"] + sorted(glob.glob("docker/*.Dockerfile"))
+    defaults = sorted(glob.glob("k8s/*.yaml")) + sorted(glob.glob("k8s/kueue/*.yaml")) + ["ipfs/docker-compose.yml"] + sorted(glob.glob("docker/*.Dockerfile"))
     if argv[:1] == ["--with"]:
         files = defaults + argv[1:]
     else:

@@ -4,8 +4,12 @@
 //! run as the release `fetcher` and `runner`. Prints the time per task and the API requests
 //! the coordinator makes per task (what a real API server would see), as Markdown.
 //!
+//! Then, with and without Kueue (the stand-in's): 200 trivial tasks with a quota for 4 at
+//! once (2 CPU, 500m a task) and concurrency 8, against concurrency 4 and no Kueue.
+//!
 //! `cargo build --release --workspace && cargo bench -p coordinator --bench coordinator_kubernetes`
-//! Without `--bench` (e.g. `cargo test --all-targets`) it prints "skipped".
+//! (`-- kueue`: only the Kueue comparison). Without `--bench` (e.g. `cargo test
+//! --all-targets`) it prints "skipped".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -16,19 +20,26 @@ use serde_json::{json, Value};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::cluster::{ClusterOptions, FakeCluster};
+use support::cluster::{ClusterOptions, FakeCluster, KueueOptions};
 use support::{cid_of, clean, coordinator_bin, repo_root, PlainGateway};
 
 const TASKS: usize = 100;
+/// Tasks of the Kueue comparison, and the quota: 4 tasks of 500m at once.
+const KUEUE_TASKS: usize = 200;
+const KUEUE_QUOTA_MILLIS: u64 = 2000;
+const QUEUE: &str = "wasm-exec";
 const RUNS: usize = 3;
 const NS: &str = "bench";
 
-/// One `coordinator --once` over the task file against a fresh stand-in; its wall time and
-/// the requests it made.
+/// One `coordinator --once` over the task file (`count` tasks) against a fresh stand-in,
+/// behind its Kueue with `kueue_quota` millicores when given; its wall time and the
+/// requests it made.
 fn run(
     tasks: &std::path::Path,
+    count: usize,
     gateway: &PlainGateway,
     concurrency: usize,
+    kueue_quota: Option<u64>,
 ) -> (Duration, Vec<(String, String)>) {
     // The release build's, when run by `cargo bench` (runner and fetcher beside it).
     let bin = coordinator_bin().parent().unwrap().to_path_buf();
@@ -40,6 +51,11 @@ fn run(
         pod_backoff: Duration::from_millis(100),
         // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
         crds: vec![FakeCluster::wasm_task_crd()],
+        kueue: kueue_quota.map(|cpu_quota_millis| KueueOptions {
+            local_queues: vec![QUEUE.into()],
+            cpu_quota_millis,
+            requeue_after: Duration::from_secs(1),
+        }),
     });
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster.write_kubeconfig(dir.path(), NS);
@@ -63,6 +79,9 @@ fn run(
         .env("KUBECONFIG", &kubeconfig)
         .env("COORDINATOR_JOB_TEMPLATE", repo_root().join("k8s/job.yaml"))
         .stdin(Stdio::null());
+    if kueue_quota.is_some() {
+        cmd.env("COORDINATOR_QUEUE_NAME", QUEUE);
+    }
     let start = Instant::now();
     let out = cmd.output().expect("spawn the coordinator");
     let elapsed = start.elapsed();
@@ -72,7 +91,7 @@ fn run(
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        out.status.success() && results.len() == TASKS,
+        out.status.success() && results.len() == count,
         "concurrency {concurrency}: {} with {} results\nstderr:\n{}",
         out.status,
         results.len(),
@@ -105,6 +124,82 @@ fn kind_of(method: &str, path: &str) -> String {
     format!("{method} {resource}{}", if watch { " (watch)" } else { "" })
 }
 
+/// A task file of `count` `add(2, 3)` tasks.
+fn task_file(dir: &std::path::Path, count: usize, wasm: &[u8], input: &[u8]) -> std::path::PathBuf {
+    let tasks = dir.join(format!("tasks-{count}.jsonl"));
+    let lines: Vec<String> = (0..count)
+        .map(|i| {
+            json!({"task_id": format!("bench-{i:03}"), "wasm_cid": cid_of(wasm), "input_cid": cid_of(input)})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&tasks, lines.join("\n") + "\n").unwrap();
+    tasks
+}
+
+/// Requests by kind, counted.
+fn request_mix(requests: &[(String, String)]) -> BTreeMap<String, usize> {
+    let mut mix = BTreeMap::new();
+    for (m, p) in requests {
+        *mix.entry(kind_of(m, p)).or_insert(0usize) += 1;
+    }
+    mix
+}
+
+/// [`KUEUE_TASKS`] tasks without Kueue (concurrency 4) and behind it (a quota for 4 at
+/// once, concurrency 8: Kueue decides): time and API requests per task.
+fn kueue_comparison(tasks: &std::path::Path, gateway: &PlainGateway) {
+    let setups = [
+        ("without Kueue, concurrency 4", 4, None),
+        (
+            "with Kueue (quota: 4 tasks of 500m), concurrency 8",
+            8,
+            Some(KUEUE_QUOTA_MILLIS),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (label, concurrency, quota) in setups {
+        let mut best: Option<Duration> = None;
+        let mut mix = BTreeMap::new();
+        for _ in 0..RUNS {
+            let (took, requests) = run(tasks, KUEUE_TASKS, gateway, concurrency, quota);
+            best = Some(best.map_or(took, |b| b.min(took)));
+            mix = request_mix(&requests);
+        }
+        rows.push((label, best.unwrap_or_default(), mix));
+    }
+    let n = KUEUE_TASKS as f64;
+    println!();
+    println!("{KUEUE_TASKS} `add(2, 3)` tasks with and without Kueue (the stand-in's), minimum of {RUNS} runs:");
+    println!();
+    println!("| run | time (s) | tasks/s | API requests per task |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (label, d, mix) in &rows {
+        let total: usize = mix.values().sum();
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2} |",
+            d.as_secs_f64(),
+            n / d.as_secs_f64(),
+            total as f64 / n
+        );
+    }
+    println!();
+    println!("API requests per task, by kind:");
+    println!();
+    println!("| request | without Kueue | with Kueue |");
+    println!("| --- | ---: | ---: |");
+    let kinds: std::collections::BTreeSet<&String> =
+        rows.iter().flat_map(|(_, _, m)| m.keys()).collect();
+    for kind in kinds {
+        let per = |m: &BTreeMap<String, usize>| m.get(kind).copied().unwrap_or(0) as f64 / n;
+        println!(
+            "| {kind} | {:.2} | {:.2} |",
+            per(&rows[0].2),
+            per(&rows[1].2)
+        );
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("coordinator_kubernetes: skipped (run it with `cargo bench`)");
@@ -115,29 +210,25 @@ fn main() {
     let input = br#"{"entry":"add","args":[2,3]}"#.to_vec();
     let gateway = PlainGateway::start(&[&wasm, &input], false);
     let dir = tempfile::tempdir().unwrap();
-    let tasks = dir.path().join("tasks.jsonl");
-    let lines: Vec<String> = (0..TASKS)
-        .map(|i| {
-            json!({"task_id": format!("bench-{i:03}"), "wasm_cid": cid_of(&wasm), "input_cid": cid_of(&input)})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&tasks, lines.join("\n") + "\n").unwrap();
+    if std::env::args().any(|a| a == "kueue") {
+        let tasks = task_file(dir.path(), KUEUE_TASKS, &wasm, &input);
+        eprintln!("coordinator_kubernetes: the Kueue comparison only");
+        kueue_comparison(&tasks, &gateway);
+        return;
+    }
+    let tasks = task_file(dir.path(), TASKS, &wasm, &input);
     eprintln!("coordinator_kubernetes: {TASKS} tasks, minimum of {RUNS} runs after a warm-up");
-    run(&tasks, &gateway, 4);
+    run(&tasks, TASKS, &gateway, 4, None);
 
     let mut rows = Vec::new();
     let mut mix = BTreeMap::new();
     for concurrency in [1, 4] {
         let mut best: Option<Duration> = None;
         for _ in 0..RUNS {
-            let (took, requests) = run(&tasks, &gateway, concurrency);
+            let (took, requests) = run(&tasks, TASKS, &gateway, concurrency, None);
             best = Some(best.map_or(took, |b| b.min(took)));
             if concurrency == 1 {
-                mix.clear();
-                for (m, p) in &requests {
-                    *mix.entry(kind_of(m, p)).or_insert(0usize) += 1;
-                }
+                mix = request_mix(&requests);
             }
         }
         rows.push((concurrency, best.unwrap_or_default()));
@@ -168,4 +259,6 @@ fn main() {
         println!("| {kind} | {:.2} |", *n as f64 / TASKS as f64);
     }
     println!("| all | {:.2} |", total as f64 / TASKS as f64);
+    let tasks = task_file(dir.path(), KUEUE_TASKS, &wasm, &input);
+    kueue_comparison(&tasks, &gateway);
 }

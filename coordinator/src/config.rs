@@ -100,6 +100,12 @@ pub struct Config {
     pub verify_fraction: f64,
     /// Answer deterministic tasks from equal ones done before.
     pub cache: Switch,
+    /// Kueue's LocalQueue for every Job (kubernetes backend); unset = no Kueue.
+    pub queue_name: Option<String>,
+    /// Kueue's WorkloadPriorityClass for every Job.
+    pub priority_class: Option<String>,
+    /// Seconds a Job may wait for Kueue's admission; unset = no limit.
+    pub admission_timeout: Option<f64>,
 }
 
 impl Default for Config {
@@ -140,6 +146,9 @@ impl Default for Config {
             signing_key_file: None,
             verify_fraction: 0.0,
             cache: Switch::On,
+            queue_name: None,
+            priority_class: None,
+            admission_timeout: None,
         }
     }
 }
@@ -258,6 +267,18 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "cache",
         "on | off: answer a task that asks for deterministic execution from an equal task done ok before, without running it",
+    ),
+    (
+        "queue_name",
+        "Kueue LocalQueue of every Job (kubernetes backend; a WasmTask's spec.queueName wins); unset = no Kueue",
+    ),
+    (
+        "priority_class",
+        "Kueue WorkloadPriorityClass of every queued Job (label kueue.x-k8s.io/priority-class)",
+    ),
+    (
+        "admission_timeout",
+        "seconds a Job may wait for Kueue to admit it before its task fails; unset = no limit",
     ),
 ];
 
@@ -479,6 +500,30 @@ impl Loaded {
                 "a file:// mirror is on this machine, not in the pods; give an http:// gateway URL",
             ));
         }
+        for (key, value) in [
+            ("queue_name", &c.queue_name),
+            ("priority_class", &c.priority_class),
+        ] {
+            match value.as_deref().map(str::trim) {
+                Some(v) if !v.is_empty() && !crate::backend::kubernetes::kueue::is_label_value(v) => {
+                    return Err(self.invalid(
+                        key,
+                        v,
+                        "must be a Kubernetes label value (the Kueue object's name): at most 63 characters of A-Z a-z 0-9 . _ -, alphanumeric at both ends",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(t) = c.admission_timeout {
+            if !(t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_SECONDS as f64) {
+                return Err(self.invalid(
+                    "admission_timeout",
+                    t,
+                    "must be a number of seconds above 0 (at most a week), or unset for no limit",
+                ));
+            }
+        }
         if c.leader_election && backend != BackendKind::Kubernetes {
             return Err(self.invalid(
                 "leader_election",
@@ -638,6 +683,23 @@ impl Loaded {
         RunLimits {
             timeout: Duration::from_secs_f64(self.config.task_timeout),
             fuel: self.config.fuel,
+        }
+    }
+
+    /// How Jobs go through Kueue (`queue_name`, `priority_class`, `admission_timeout`); an
+    /// empty name is unset.
+    pub fn queueing(&self) -> crate::backend::kubernetes::kueue::Queueing {
+        let c = &self.config;
+        let name = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        crate::backend::kubernetes::kueue::Queueing {
+            queue_name: name(&c.queue_name),
+            priority_class: name(&c.priority_class),
+            admission_timeout: c.admission_timeout.map(Duration::from_secs_f64),
         }
     }
 
@@ -991,6 +1053,40 @@ mod tests {
         );
         let msg = error_for(&[("COORDINATOR_BACKEND", "kubernetes")]);
         assert!(msg.contains("ipfs_endpoint"), "{msg}");
+        let msg = with(("COORDINATOR_QUEUE_NAME", "team a"));
+        assert!(
+            msg.contains("queue_name = team a") && msg.contains("COORDINATOR_QUEUE_NAME"),
+            "{msg}"
+        );
+        let msg = with(("COORDINATOR_PRIORITY_CLASS", "-high"));
+        assert!(msg.contains("priority_class = -high"), "{msg}");
+        let msg = with(("COORDINATOR_ADMISSION_TIMEOUT", "0"));
+        assert!(
+            msg.contains("admission_timeout = 0") && msg.contains("COORDINATOR_ADMISSION_TIMEOUT"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn kueue_keys_come_from_the_environment_and_unset_means_no_kueue() {
+        Jail::expect_with(|jail| {
+            let l = load_in(jail, &Overrides::default()).unwrap();
+            assert_eq!(
+                l.queueing(),
+                crate::backend::kubernetes::kueue::Queueing::default()
+            );
+            jail.set_env("COORDINATOR_QUEUE_NAME", "wasm-exec");
+            jail.set_env("COORDINATOR_PRIORITY_CLASS", "batch-low");
+            jail.set_env("COORDINATOR_ADMISSION_TIMEOUT", "90");
+            let q = load_in(jail, &Overrides::default()).unwrap().queueing();
+            assert_eq!(q.queue_name.as_deref(), Some("wasm-exec"));
+            assert_eq!(q.priority_class.as_deref(), Some("batch-low"));
+            assert_eq!(q.admission_timeout, Some(Duration::from_secs(90)));
+            jail.set_env("COORDINATOR_QUEUE_NAME", "");
+            let q = load_in(jail, &Overrides::default()).unwrap().queueing();
+            assert_eq!(q.queue_name, None, "empty is unset");
+            Ok(())
+        });
     }
 
     #[test]

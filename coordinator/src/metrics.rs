@@ -5,7 +5,9 @@
 //! `wasm_exec_stage_duration_seconds` (by stage: fetch, run), `wasm_exec_tasks_in_flight`,
 //! `wasm_exec_retries`, `wasm_exec_backend_errors` (by kind: `fetch`, `image_pull`,
 //! `oom_killed`, `forbidden`… see [`FailureKind`]), `wasm_exec_publish_failures` and
-//! `wasm_exec_unpublished_results` (by sink), `wasm_exec_build` (info).
+//! `wasm_exec_unpublished_results` (by sink), `wasm_exec_build` (info); with Kueue
+//! ([`AdmissionMetrics`]): `wasm_exec_tasks_admitting`, `wasm_exec_admission_wait_seconds`,
+//! `wasm_exec_preemptions`.
 
 use std::time::Duration;
 
@@ -43,6 +45,55 @@ pub struct Metrics {
     task_fuel: Histogram,
     checks: Family<Labels, Counter>,
     cache_lookups: Family<Labels, Counter>,
+    admission: AdmissionMetrics,
+}
+
+/// What the Kubernetes backend counts of Kueue's admission: handed to it by
+/// [`Metrics::admission`] (the same series), or standing alone ([`Default`]) when nothing
+/// serves them.
+#[derive(Debug, Clone)]
+pub struct AdmissionMetrics {
+    admitting: Gauge,
+    wait: Histogram,
+    preemptions: Counter,
+}
+
+impl Default for AdmissionMetrics {
+    fn default() -> Self {
+        Self {
+            admitting: Gauge::default(),
+            // 50 ms to about 1.8 hours: a queue can hold a task much longer than it runs.
+            wait: Histogram::new(exponential_buckets(0.05, 2.0, 18)),
+            preemptions: Counter::default(),
+        }
+    }
+}
+
+impl AdmissionMetrics {
+    /// Counts a task whose Job waits for admission until the guard is dropped.
+    pub fn waiting(&self) -> Admitting {
+        self.admitting.inc();
+        Admitting(self.admitting.clone())
+    }
+
+    /// A Job was admitted after waiting `took` (since its creation, or its preemption).
+    pub fn admitted_after(&self, took: Duration) {
+        self.wait.observe(took.as_secs_f64());
+    }
+
+    pub fn preempted(&self) {
+        self.preemptions.inc();
+    }
+}
+
+/// See [`AdmissionMetrics::waiting`].
+#[derive(Debug)]
+pub struct Admitting(Gauge);
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -127,6 +178,22 @@ impl Metrics {
             "Results waiting for a sink that failed, by sink",
             unpublished.clone(),
         );
+        let admission = AdmissionMetrics::default();
+        registry.register(
+            "tasks_admitting",
+            "Tasks whose Job waits for Kueue to admit it (or to admit it again after a preemption)",
+            admission.admitting.clone(),
+        );
+        registry.register(
+            "admission_wait_seconds",
+            "Time a queued Job waited for admission, from its creation or its preemption",
+            admission.wait.clone(),
+        );
+        registry.register(
+            "preemptions",
+            "Jobs suspended again by Kueue after they were admitted (their pods deleted); each task waits and runs again",
+            admission.preemptions.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -150,7 +217,13 @@ impl Metrics {
             task_fuel,
             checks,
             cache_lookups,
+            admission,
         }
+    }
+
+    /// The admission series, for the Kubernetes backend.
+    pub fn admission(&self) -> AdmissionMetrics {
+        self.admission.clone()
     }
 
     /// Fuel one task's run consumed.
@@ -269,6 +342,12 @@ mod tests {
         m.fuel(ReportStatus::OK, 5000);
         m.checked("mismatch");
         m.cache_lookup("hit");
+        let admission = m.admission();
+        let waiting = admission.waiting();
+        assert!(m.render().contains("wasm_exec_tasks_admitting 1"));
+        drop(waiting);
+        admission.admitted_after(Duration::from_secs(3));
+        admission.preempted();
         drop(flight);
         let text = m.render();
         for needle in [
@@ -285,6 +364,9 @@ mod tests {
             "wasm_exec_publish_failures_total{sink=\"file r.jsonl\"} 1",
             "wasm_exec_unpublished_results{sink=\"file r.jsonl\"} 3",
             "wasm_exec_build_info{version=",
+            "wasm_exec_tasks_admitting 0",
+            "wasm_exec_admission_wait_seconds_count 1",
+            "wasm_exec_preemptions_total 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }

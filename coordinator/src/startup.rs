@@ -199,6 +199,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
     let c = &loaded.config;
     let signer = signer(&loaded)?;
     let identity = identity();
+    let observers = Arc::new(Observers::default());
     let mut kube_backend = None;
     let (backend, ledger): (Arc<dyn Backend>, Arc<dyn Ledger>) = match loaded.backend {
         BackendKind::Kubernetes => {
@@ -216,6 +217,7 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
                 .await
                 .map_err(|why| StartupError::LedgerNotReady { why })?;
             b.owners(ledger.clone());
+            b.admission_metrics(observers.metrics.admission());
             let b = Arc::new(b);
             kube_backend = Some(b.clone());
             (b, ledger)
@@ -290,7 +292,6 @@ pub async fn run(loaded: config::Loaded) -> Result<ExitCode, StartupError> {
         })?;
         sinks.push(Box::new(sink));
     }
-    let observers = Arc::new(Observers::default());
     if let Some((settings, chain_id)) = chain {
         let sink = ContractSink::connect(settings, chain_id, observers.clone(), ledger.clone())
             .await
@@ -457,6 +458,7 @@ fn job_parts(loaded: &config::Loaded) -> Result<(Job, job::JobSettings), Startup
         fetcher_image: c.fetcher_image.clone(),
         gateway: c.ipfs_endpoint.trim().to_owned(),
         limits: loaded.run_limits(),
+        queueing: loaded.queueing(),
     };
     Ok((template, settings))
 }

@@ -88,6 +88,7 @@ fn job(
             timeout: Duration::from_secs(60),
             fuel: 0,
         },
+        queueing: Default::default(),
     };
     let task = Task {
         task_id: id.into(),
@@ -1203,7 +1204,7 @@ async fn the_wasm_task_schema_refuses_malformed_tasks_with_422_naming_the_field(
         (s.code, s.message.as_str()),
         (
             422,
-            r#"WasmTask.wasm-exec.io "ok" is invalid: [status.attempts: Invalid value: -1: status.attempts in body should be greater than or equal to 0, status.phase: Unsupported value: "Done": supported values: "Queued", "Running", "Succeeded", "Failed"]"#
+            r#"WasmTask.wasm-exec.io "ok" is invalid: [status.attempts: Invalid value: -1: status.attempts in body should be greater than or equal to 0, status.phase: Unsupported value: "Done": supported values: "Queued", "Admitting", "Running", "Succeeded", "Failed"]"#
         )
     );
 

@@ -46,6 +46,7 @@ impl Kube {
             pod_backoff: Duration::from_millis(100),
             // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
             crds: vec![FakeCluster::wasm_task_crd()],
+            kueue: None,
         });
         let mut files: Vec<Vec<u8>> = [
             "fib.wasm",
@@ -535,6 +536,7 @@ fn settings(k: &Kube) -> coordinator::backend::kubernetes::job::JobSettings {
             timeout: Duration::from_secs(60),
             fuel: 1_000_000,
         },
+        queueing: Default::default(),
     }
 }
 

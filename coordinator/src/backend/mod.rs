@@ -46,6 +46,8 @@ pub enum FailureKind {
     Api,
     /// The coordinator's own machine: a work dir, starting or waiting for a process.
     Local,
+    /// The Job waited for Kueue's admission longer than `admission_timeout`.
+    Admission,
 }
 
 impl FailureKind {
@@ -63,6 +65,7 @@ impl FailureKind {
             FailureKind::NameTaken => "name_taken",
             FailureKind::Api => "api",
             FailureKind::Local => "local",
+            FailureKind::Admission => "admission",
         }
     }
 

@@ -77,6 +77,8 @@ pub struct JobSettings {
     pub gateway: String,
     /// The configured maxima; a task's own limits can lower them.
     pub limits: RunLimits,
+    /// Kueue's queue and priority class for every Job ([`super::kueue`]).
+    pub queueing: super::kueue::Queueing,
 }
 
 /// Parses and checks the template: a Job whose pod has a `fetcher` init container and a
@@ -412,6 +414,9 @@ pub fn build_job(template: &Job, task: &Task, s: &JobSettings) -> Job {
         c.image = Some(s.executor_image.clone());
         set_env(c, &runner_env);
     }
+    if let Some(queue) = &s.queueing.queue_name {
+        super::kueue::queue_job(&mut job, queue, s.queueing.priority_class.as_deref());
+    }
     job
 }
 
@@ -524,6 +529,7 @@ mod tests {
                 timeout: Duration::from_secs(60),
                 fuel: 5,
             },
+            queueing: Default::default(),
         }
     }
 
@@ -918,6 +924,38 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(pod_labels[LABEL_TASK_ID], task_label("Fib 1"));
+    }
+
+    /// Kueue counts the pod's effective requests: the init container's count too, so both
+    /// carry them in the template.
+    #[test]
+    fn with_a_queue_the_job_is_labelled_and_suspended_and_without_one_it_is_as_before() {
+        let plain = build_job(&template(), &task("t"), &settings());
+        let labels = plain.metadata.labels.as_ref().unwrap();
+        assert!(
+            !labels.keys().any(|k| k.starts_with("kueue.x-k8s.io/")),
+            "{labels:?}"
+        );
+        assert_eq!(plain.spec.as_ref().unwrap().suspend, None);
+        let (fetcher, runner) = containers(&plain);
+        for c in [fetcher, runner] {
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let requests = requests.unwrap_or_else(|| panic!("{} has no requests", c.name));
+            assert!(
+                requests.contains_key("cpu") && requests.contains_key("memory"),
+                "{}",
+                c.name
+            );
+        }
+
+        let mut s = settings();
+        s.queueing.queue_name = Some("wasm-exec".into());
+        s.queueing.priority_class = Some("batch-low".into());
+        let queued = build_job(&template(), &task("t"), &s);
+        let labels = queued.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[super::super::kueue::LABEL_QUEUE], "wasm-exec");
+        assert_eq!(labels[super::super::kueue::LABEL_PRIORITY], "batch-low");
+        assert_eq!(queued.spec.as_ref().unwrap().suspend, Some(true));
     }
 
     #[test]

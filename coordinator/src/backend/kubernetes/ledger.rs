@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::job::job_name;
 use super::wasm_task::{
-    entry_of, for_task, name_of, status_of, task_of, WasmTask, CACHE_KEY_LABEL,
+    admission_status, entry_of, for_task, name_of, status_of, task_of, Admission, WasmTask,
+    CACHE_KEY_LABEL,
 };
 use crate::backend::BoxFuture;
 use crate::ledger::state::{self, Transition};
@@ -57,6 +58,8 @@ enum Write {
         key: String,
         value: String,
     },
+    /// What the backend learned of the running task's Job and Kueue.
+    Admission(Admission),
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +199,21 @@ impl WasmTaskLedger {
         Some((name, wt.metadata.uid.clone()?))
     }
 
+    /// Records in the task's WasmTask what the backend learned of its Job's admission
+    /// (waiting and why, admitted, preempted); nothing once the task is no longer running.
+    pub async fn admission(&self, task_id: &str, a: Admission) -> Result<(), LedgerError> {
+        self.transition(task_id, Write::Admission(a))
+            .await
+            .map(|_| ())
+    }
+
+    /// The Kueue LocalQueue the task's WasmTask names (`spec.queueName`), if it names one.
+    pub fn queue_of(&self, task_id: &str) -> Option<String> {
+        let index = self.lock_index();
+        let name = index.name_for(task_id);
+        index.tasks.get(&name)?.spec.queue_name.clone()
+    }
+
     /// Starts the index's watch and the pruner (once), and waits for the first full list.
     async fn synced(&self) {
         self.started.get_or_init(|| {
@@ -256,6 +274,7 @@ impl WasmTaskLedger {
         for _ in 0..=CONFLICT_RETRIES {
             let entry = entry_of(&current).map_err(|e| invalid(&current, e))?;
             let before = current.status.clone().unwrap_or_default();
+            let previous = before.clone();
             let mut have = before.delivered;
             let mut notes = before.notes;
             let next = match &write {
@@ -264,6 +283,9 @@ impl WasmTaskLedger {
                     entry
                 }
                 Write::Transition(t) => state::apply(entry, t.clone(), now_ms())?,
+                // Only while it runs: a finished task's status says how it ended.
+                Write::Admission(_) if entry.state != Phase::Running => return Ok(entry),
+                Write::Admission(_) => entry,
                 Write::Delivered { sink, sinks } => {
                     if !have.contains(sink) {
                         have.push(sink.clone());
@@ -278,6 +300,11 @@ impl WasmTaskLedger {
             let mut wt = current.clone();
             let mut status = status_of(&next, &job_name(&next.task_id), &have);
             status.notes = notes.clone();
+            let update = match &write {
+                Write::Admission(a) => Some(a),
+                _ => None,
+            };
+            admission_status(&mut status, &previous, update, now_ms());
             wt.status = Some(status);
             match self
                 .api

@@ -5,7 +5,9 @@
 //!    same task-id annotation): a restarted coordinator never starts a task twice;
 //! 2. wait until it is `Complete` or `Failed`, watching its pods meanwhile so that an
 //!    image that cannot be pulled fails the task at once instead of at the deadline (one
-//!    watch on Jobs and one on pods for all tasks: [`JobWatch`]);
+//!    watch on Jobs and one on pods for all tasks: [`JobWatch`]). A suspended Job waits
+//!    for Kueue's admission first ([`kueue`]), its time limit counted from admission; one
+//!    suspended again after it ran was preempted and waits again;
 //! 3. judge it from its newest pod: the runner's termination message, else its log;
 //! 4. once the report is recorded in the ledger ([`Backend::release`]), delete the Job with background
 //!    propagation, so its pods go too. A coordinator that dies before recording leaves
@@ -15,6 +17,7 @@
 //! `kubectl describe job` tell the story; failing to record one never fails a task.
 
 pub mod job;
+pub mod kueue;
 pub mod ledger;
 pub mod status;
 pub mod wasm_task;
@@ -27,19 +30,26 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, LogParams, PostParams, Preconditions};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, PostParams,
+    Preconditions,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::job::{
     build_job, job_name, managed_selector, task_of, JobSettings, ANNOTATION_TASK_ID,
     DEADLINE_SLACK, MANAGER, RUNNER_CONTAINER,
 };
+use self::kueue::{job_state, JobState};
 use self::ledger::WasmTaskLedger;
 use self::status::{stage_times, verdict, verdict_from_log, JobEnd, Verdict};
+use self::wasm_task::Admission;
 use self::watch::{JobWatch, JOB_NAME_LABEL};
 use crate::backend::{AttemptOutcome, Backend, BoxFuture, FailureKind, NotReady};
+use crate::metrics::AdmissionMetrics;
 use crate::task::{ReportStatus, Stage, Task, TaskReport};
 
 /// How long past the Job's own deadline the coordinator waits before it gives up on it.
@@ -55,6 +65,17 @@ const READY_WITHIN: Duration = Duration::from_secs(3);
 const POD_CATCH_UP: Duration = Duration::from_secs(1);
 /// Kubernetes caps an event's note at 1 kB.
 const NOTE_MAX: usize = 1000;
+/// How long a Job may stay suspended before the task counts as waiting for admission and
+/// its Workload is asked why; then how often it is asked again.
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// How an admitted Job's wait ended.
+enum Ran {
+    Finished(JobEnd),
+    /// Suspended again: preempted.
+    Suspended,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubernetesError {
@@ -84,6 +105,7 @@ pub struct KubernetesBackend {
     /// The WasmTasks, when they are the ledger: each Job is owned by its task's WasmTask,
     /// so deleting the task deletes its Job and pods.
     owners: Option<Arc<WasmTaskLedger>>,
+    admission: AdmissionMetrics,
 }
 
 impl std::fmt::Debug for KubernetesBackend {
@@ -129,7 +151,14 @@ impl KubernetesBackend {
             watch: OnceLock::new(),
             uids: Mutex::new(HashMap::new()),
             owners: None,
+            admission: AdmissionMetrics::default(),
         }
+    }
+
+    /// Where the backend counts Jobs waiting for admission, admission waits and
+    /// preemptions.
+    pub fn admission_metrics(&mut self, metrics: AdmissionMetrics) {
+        self.admission = metrics;
     }
 
     /// Makes every Job owned by its task's WasmTask in `ledger`.
@@ -195,6 +224,13 @@ impl KubernetesBackend {
                     false,
                 );
             };
+            if let Some(queue) = ledger.queue_of(&task.task_id) {
+                kueue::queue_job(
+                    &mut job,
+                    &queue,
+                    self.settings.queueing.priority_class.as_deref(),
+                );
+            }
             job.metadata.owner_references = Some(vec![OwnerReference {
                 api_version: format!("{}/{}", wasm_task::GROUP, wasm_task::VERSION),
                 kind: wasm_task::KIND.into(),
@@ -208,22 +244,18 @@ impl KubernetesBackend {
         if let Err(outcome) = self.create_or_adopt(&job, task).await {
             return *outcome;
         }
-        let bound =
-            self.settings.limits.for_task(task.limits).timeout + DEADLINE_SLACK + WAIT_SLACK;
-        let end = match tokio::time::timeout(bound, self.wait(&name)).await {
-            Err(_) => {
-                return AttemptOutcome::failed(
-                    FailureKind::Deadline,
-                    Stage::Run,
-                    format!(
-                        "Job {name} did not finish within {} s, past its activeDeadlineSeconds; is the Job controller working?",
-                        bound.as_secs()
-                    ),
-                    false,
-                )
+        let queue = kueue::queue_of(&job).map(str::to_owned);
+        let end = match self.wait(&name, task, queue.as_deref()).await {
+            Err(outcome) => {
+                warn!(
+                    task_id = %task.task_id,
+                    job = name,
+                    "{}",
+                    outcome.error.as_deref().unwrap_or_default()
+                );
+                return *outcome;
             }
-            Ok(Err(outcome)) => return *outcome,
-            Ok(Ok(end)) => end,
+            Ok(end) => end,
         };
         self.collect(&name, &end).await
     }
@@ -335,19 +367,224 @@ impl KubernetesBackend {
 
     /// Waits for the Job to finish; fails fast on a pod that cannot start. The watches
     /// start with the first task and are shared by all.
-    async fn wait(&self, name: &str) -> Result<JobEnd, Box<AttemptOutcome>> {
+    ///
+    /// A suspended Job waits for Kueue's admission first ([`Self::admitted`]); the task's
+    /// time limit runs from admission on, as the Job's activeDeadlineSeconds does (its
+    /// startTime is reset when it is resumed). A Job suspended again after it ran was
+    /// preempted: it waits for admission again, neither failed nor retried.
+    async fn wait(
+        &self,
+        name: &str,
+        task: &Task,
+        queue: Option<&str>,
+    ) -> Result<JobEnd, Box<AttemptOutcome>> {
         let watch = self
             .watch
             .get_or_init(|| JobWatch::start(self.jobs.clone(), self.pods.clone()));
-        let end = watch.finished(name, &self.settings.namespace).await;
-        if let Err(outcome) = &end {
-            warn!(
-                job = name,
-                "{}",
-                outcome.error.as_deref().unwrap_or_default()
-            );
+        let ns = &self.settings.namespace;
+        let bound =
+            self.settings.limits.for_task(task.limits).timeout + DEADLINE_SLACK + WAIT_SLACK;
+        let mut preempted = false;
+        loop {
+            if let Some(end) = self.admitted(watch, name, task, queue, preempted).await? {
+                return Ok(end);
+            }
+            let ran = watch.until(name, ns, |job| match job_state(job) {
+                JobState::Running => None,
+                JobState::Waiting => Some(Ran::Suspended),
+                JobState::Finished(end) => Some(Ran::Finished(end)),
+            });
+            match tokio::time::timeout(bound, ran).await {
+                Err(_) => {
+                    return Err(Box::new(AttemptOutcome::failed(
+                        FailureKind::Deadline,
+                        Stage::Run,
+                        format!(
+                            "Job {name} did not finish within {} s of its start (its admission), past its activeDeadlineSeconds; is the Job controller working?",
+                            bound.as_secs()
+                        ),
+                        false,
+                    )))
+                }
+                Ok(Err(outcome)) => return Err(outcome),
+                Ok(Ok(Ran::Finished(end))) => return Ok(end),
+                Ok(Ok(Ran::Suspended)) => {
+                    self.preempted(watch, name, task).await;
+                    preempted = true;
+                }
+            }
         }
-        end
+    }
+
+    /// Waits while the Job is suspended, for Kueue to admit it; `Some` when it finished
+    /// meanwhile. While it waits, the task counts as admitting, and its WasmTask says why
+    /// (the Workload's message); past `admission_timeout` the task fails, naming the cause.
+    /// After a preemption (`preempted`) the WasmTask already says it waits, so its admission
+    /// is recorded however soon it comes.
+    async fn admitted(
+        &self,
+        watch: &JobWatch,
+        name: &str,
+        task: &Task,
+        queue: Option<&str>,
+        preempted: bool,
+    ) -> Result<Option<JobEnd>, Box<AttemptOutcome>> {
+        let ns = &self.settings.namespace;
+        let limit = self.settings.queueing.admission_timeout;
+        let began = Instant::now();
+        // A queued Job counts as waiting from its creation; another only once seen suspended.
+        let mut waiting = queue.map(|_| self.admission.waiting());
+        let mut said: Option<String> = None;
+        // One wait on the watch throughout (it looks the Job up directly when the cache
+        // lacks it for long); the looks at the Workload come between.
+        let admitted = watch.until(name, ns, |job| match job_state(job) {
+            JobState::Waiting => None,
+            JobState::Running => Some(None),
+            JobState::Finished(end) => Some(Some(end)),
+        });
+        tokio::pin!(admitted);
+        loop {
+            let look = if said.is_none() {
+                FIRST_LOOK
+            } else {
+                LOOK_EVERY
+            };
+            let look_in =
+                kueue::admission_left(began.elapsed(), limit).map_or(look, |l| look.min(l));
+            let end = tokio::select! {
+                end = &mut admitted => Some(end),
+                () = tokio::time::sleep(look_in) => None,
+            };
+            if let Some(end) = end {
+                let end = end?;
+                if waiting.take().is_some() {
+                    self.admission.admitted_after(began.elapsed());
+                }
+                if said.is_some() || preempted {
+                    info!(
+                        task_id = %task.task_id,
+                        job = name,
+                        "admitted after {:.1} s",
+                        began.elapsed().as_secs_f64()
+                    );
+                    self.note_admission(task, Admission::Admitted).await;
+                }
+                return Ok(end);
+            }
+            let suspended = watch
+                .job(name, ns)
+                .is_some_and(|j| job_state(&j) == JobState::Waiting);
+            let out_of_time = kueue::admission_left(began.elapsed(), limit) == Some(Duration::ZERO);
+            if !suspended && !out_of_time {
+                continue;
+            }
+            if waiting.is_none() {
+                waiting = Some(self.admission.waiting());
+            }
+            let why = self.why_waiting(name, queue).await;
+            if said.as_ref() != Some(&why) {
+                info!(task_id = %task.task_id, job = name, "waiting for admission: {why}");
+                self.note_admission(task, Admission::Waiting(why.clone()))
+                    .await;
+                said = Some(why.clone());
+            }
+            if out_of_time {
+                return Err(Box::new(AttemptOutcome::failed(
+                    FailureKind::Admission,
+                    Stage::Fetch,
+                    format!(
+                        "not admitted within admission_timeout ({} s): {why}",
+                        limit.unwrap_or_default().as_secs_f64()
+                    ),
+                    false,
+                )));
+            }
+        }
+    }
+
+    /// Why Job `name` waits, in one line: whose queue, and what its Workload says.
+    async fn why_waiting(&self, name: &str, queue: Option<&str>) -> String {
+        let whose = match queue {
+            Some(q) => format!("Job {name} waits for Kueue to admit it from LocalQueue {q}"),
+            None => format!("Job {name} is suspended (this coordinator put it in no queue)"),
+        };
+        let uid = self.uids.lock().ok().and_then(|u| u.get(name).cloned());
+        let says = match uid {
+            None => "its uid is unknown, so its Workload cannot be found".to_owned(),
+            Some(uid) => self.workload_says(&uid).await,
+        };
+        format!("{whose}: {says}")
+    }
+
+    /// What the Workload of the Job with `uid` says of its admission.
+    async fn workload_says(&self, uid: &str) -> String {
+        let gvk = GroupVersionKind::gvk(kueue::GROUP, kueue::VERSION, kueue::WORKLOAD_KIND);
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.settings.namespace,
+            &ApiResource::from_gvk(&gvk),
+        );
+        let selector = format!("{}={uid}", kueue::LABEL_JOB_UID);
+        match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => match list.items.first() {
+                None => "no Workload for it yet (is Kueue installed, and does it manage batch/v1 Jobs?)".into(),
+                Some(w) => serde_json::to_value(w)
+                    .ok()
+                    .and_then(|v| kueue::workload_says(&v))
+                    .unwrap_or_else(|| "its Workload gives no reason yet".into()),
+            },
+            Err(kube::Error::Api(s)) if s.code == 404 => format!(
+                "Kueue's Workloads ({}/{}) are not served here: is Kueue installed?",
+                kueue::GROUP,
+                kueue::VERSION
+            ),
+            Err(kube::Error::Api(s)) if s.code == 403 => format!(
+                "the coordinator may not read Kueue's Workloads ({}); give its Role get/list on workloads.{} as k8s/coordinator.yaml does",
+                s.message,
+                kueue::GROUP
+            ),
+            Err(e) => format!("reading its Workload ({selector}): {e}"),
+        }
+    }
+
+    /// Kueue suspended the running Job again and its pods are gone: counted, recorded as an
+    /// event and in the WasmTask; the task waits for admission again.
+    async fn preempted(&self, watch: &JobWatch, name: &str, task: &Task) {
+        let uid = watch
+            .job(name, &self.settings.namespace)
+            .and_then(|j| j.metadata.uid.clone());
+        let says = match uid {
+            Some(uid) => self.workload_says(&uid).await,
+            None => "its Workload is unknown".into(),
+        };
+        self.admission.preempted();
+        warn!(
+            task_id = %task.task_id,
+            job = name,
+            "preempted: Kueue suspended the Job again ({says}); it waits for admission, and its pod's partial work is discarded"
+        );
+        self.record(
+            name,
+            EventType::Warning,
+            "Preempted",
+            "Preempt",
+            format!(
+                "task {}: Kueue suspended the Job again and its pods were deleted ({says}); the task waits for admission and runs anew, its partial work discarded",
+                task.task_id
+            ),
+        )
+        .await;
+        self.note_admission(task, Admission::Preempted(says)).await;
+    }
+
+    /// Records admission news in the task's WasmTask (when the WasmTasks are the ledger);
+    /// a failure is logged, never fatal.
+    async fn note_admission(&self, task: &Task, a: Admission) {
+        if let Some(ledger) = &self.owners {
+            if let Err(e) = ledger.admission(&task.task_id, a).await {
+                warn!(task_id = %task.task_id, "cannot record the admission in the WasmTask: {e}");
+            }
+        }
     }
 
     /// Judges the finished Job by its newest pod: the one the shared pod watch has, once

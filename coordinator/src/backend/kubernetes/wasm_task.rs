@@ -24,6 +24,10 @@ pub const PUBLISHED: &str = "Published";
 /// The label that finds a WasmTask by its cache key (the key's first 63 hex digits: a
 /// label value's limit), and the annotation holding the whole key.
 pub const CACHE_KEY_LABEL: &str = "wasm-exec.io/cache-key";
+/// The condition saying whether Kueue has admitted the task's Job (set only for a Job that
+/// had to wait); while it is False the phase of a running task reads [`ADMITTING`].
+pub const ADMITTED: &str = "Admitted";
+pub const ADMITTING: &str = "Admitting";
 /// The most of the result values kept in `status.result` (the whole report is in
 /// `status.report`).
 pub const RESULT_MAX: usize = 1024;
@@ -71,6 +75,9 @@ pub struct WasmTaskSpec {
     /// [`Task::deterministic`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deterministic: bool,
+    /// The Kueue LocalQueue of this task's Job, instead of the coordinator's `queue_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
 }
 
 /// `spec.limits`: the task's [`TaskLimits`] in the API's spelling.
@@ -117,6 +124,65 @@ pub struct WasmTaskStatus {
     pub notes: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Times Kueue suspended the task's Job again after admitting it (its pods deleted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub preemptions: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What the Kubernetes backend learns of a running task's Job and Kueue, for its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The Job waits for admission: why, as far as known (the Workload's message).
+    Waiting(String),
+    Admitted,
+    /// Kueue suspended the Job again and deleted its pods: it waits to be admitted again.
+    Preempted(String),
+}
+
+/// Carries the admission record of `previous` (the [`ADMITTED`] condition and the
+/// preemption count, which [`status_of`] does not know) into `status`, applies `update`,
+/// and makes a running task whose Job is not admitted read [`ADMITTING`].
+pub fn admission_status(
+    status: &mut WasmTaskStatus,
+    previous: &WasmTaskStatus,
+    update: Option<&Admission>,
+    now_ms: i64,
+) {
+    status.preemptions = previous.preemptions;
+    let mut admitted = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ADMITTED)
+        .cloned();
+    let condition = |ok: bool, reason: &str, message: String| Condition {
+        type_: ADMITTED.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(rfc3339(now_ms)),
+        reason: Some(reason.into()),
+        message: Some(runner::result::cap_text(&message, ERROR_MAX)),
+    };
+    match update {
+        None => {}
+        Some(Admission::Waiting(why)) => admitted = Some(condition(false, "Waiting", why.clone())),
+        Some(Admission::Admitted) => {
+            admitted = Some(condition(true, "Admitted", "Kueue admitted the Job".into()))
+        }
+        Some(Admission::Preempted(why)) => {
+            status.preemptions = status.preemptions.saturating_add(1);
+            admitted = Some(condition(false, "Preempted", why.clone()));
+        }
+    }
+    if let Some(c) = admitted {
+        if c.status == "False" && status.phase.as_deref() == Some("Running") {
+            status.phase = Some(ADMITTING.into());
+        }
+        status.conditions.retain(|k| k.type_ != ADMITTED);
+        status.conditions.push(c);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +253,7 @@ pub fn for_task(task: &Task, namespace: &str) -> WasmTask {
             }),
             invalid: task.invalid.clone(),
             deterministic: task.deterministic,
+            queue_name: None,
         },
         status: None,
     }
@@ -239,7 +306,7 @@ pub fn entry_of(wt: &WasmTask) -> Result<Entry, TaskError> {
     let task = task_of(wt)?;
     let status = wt.status.clone().unwrap_or_default();
     let state = match status.phase.as_deref() {
-        Some("Running") => Phase::Running,
+        Some("Running" | ADMITTING) => Phase::Running,
         Some("Succeeded" | "Failed") => Phase::Done,
         _ => Phase::Queued,
     };
@@ -322,6 +389,7 @@ pub fn status_of(entry: &Entry, job_name: &str, delivered: &[String]) -> WasmTas
         delivered: delivered.to_vec(),
         notes: Default::default(),
         conditions,
+        preemptions: 0,
     }
 }
 
@@ -422,6 +490,68 @@ mod tests {
         let status = wt.status.unwrap();
         assert_eq!(status.phase.as_deref(), Some("Succeeded"));
         assert_eq!(status.result_sha256.as_ref().map(String::len), Some(64));
+    }
+
+    #[test]
+    fn a_job_waiting_for_admission_reads_admitting_and_preemptions_are_kept_across_writes() {
+        let task = Task::example("t");
+        let mut wt = for_task(&task, "ns");
+        let running =
+            state::apply(Entry::queued(task.clone(), 0, 0), Transition::Start, 1).unwrap();
+        let write = |wt: &WasmTask, entry: &Entry, update: Option<&Admission>| {
+            let mut status = status_of(entry, "wasm-t", &[]);
+            admission_status(
+                &mut status,
+                &wt.status.clone().unwrap_or_default(),
+                update,
+                2,
+            );
+            status
+        };
+        let waiting = Admission::Waiting("LocalQueue nope doesn't exist".into());
+        wt.status = Some(write(&wt, &running, Some(&waiting)));
+        let status = wt.status.clone().unwrap();
+        assert_eq!(status.phase.as_deref(), Some(ADMITTING));
+        let admitted = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ADMITTED)
+            .unwrap();
+        assert_eq!(admitted.status, "False");
+        assert_eq!(
+            admitted.message.as_deref(),
+            Some("LocalQueue nope doesn't exist")
+        );
+        // Read back, an Admitting task is in flight, not queued.
+        let back = entry_of(&serde_json::from_value(serde_json::to_value(&wt).unwrap()).unwrap());
+        assert_eq!(back.unwrap().state, Phase::Running);
+
+        wt.status = Some(write(&wt, &running, Some(&Admission::Admitted)));
+        assert_eq!(
+            wt.status.as_ref().unwrap().phase.as_deref(),
+            Some("Running")
+        );
+        wt.status = Some(write(
+            &wt,
+            &running,
+            Some(&Admission::Preempted("evicted".into())),
+        ));
+        assert_eq!(
+            wt.status.as_ref().unwrap().phase.as_deref(),
+            Some(ADMITTING)
+        );
+        wt.status = Some(write(&wt, &running, Some(&Admission::Admitted)));
+        // A later write that knows nothing of admission (a note, the finish) keeps both.
+        let mut report = TaskReport::new(&task, ReportStatus::OK);
+        report.attempts = 1;
+        let done = state::apply(running, Transition::Finish(Box::new(report)), 3).unwrap();
+        let status = write(&wt, &done, None);
+        assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(status.preemptions, 1);
+        assert!(status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == ADMITTED && c.status == "True"));
     }
 
     #[test]

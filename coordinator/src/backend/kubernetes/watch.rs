@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::job::managed_selector;
-use super::status::{fail_fast, job_finished, JobEnd};
+use super::status::fail_fast;
 use crate::backend::{AttemptOutcome, FailureKind};
 use crate::task::Stage;
 
@@ -76,24 +76,32 @@ impl JobWatch {
         }
     }
 
-    /// Waits until Job `name` has finished, or fails fast on a pod that cannot start.
-    pub async fn finished(
+    /// Job `name` as the cache has it now.
+    pub fn job(&self, name: &str, namespace: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .get(&ObjectRef::<Job>::new(name).within(namespace))
+    }
+
+    /// Waits until `seen` says something of Job `name` (e.g. that it finished, or that it
+    /// was suspended), or fails fast on a pod that cannot start.
+    pub async fn until<T>(
         &self,
         name: &str,
         namespace: &str,
-    ) -> Result<JobEnd, Box<AttemptOutcome>> {
+        seen: impl Fn(&Job) -> Option<T>,
+    ) -> Result<T, Box<AttemptOutcome>> {
         let key = ObjectRef::<Job>::new(name).within(namespace);
         let mut changed = self.changed.clone();
-        let mut seen = false;
+        let mut cached = false;
         loop {
             match self.jobs.get(&key) {
                 Some(job) => {
-                    seen = true;
-                    if let Some(end) = job_finished(&job) {
-                        return Ok(end);
+                    cached = true;
+                    if let Some(said) = seen(&job) {
+                        return Ok(said);
                     }
                 }
-                None if seen => return Err(gone(name)),
+                None if cached => return Err(gone(name)),
                 None => {}
             }
             for pod in self.pods_of(name) {
@@ -106,7 +114,7 @@ impl JobWatch {
                     return Err(Box::new(AttemptOutcome::failed(FailureKind::Api, Stage::Run, "the watch on the task Jobs ended".into(), true)));
                 },
                 // Not yet seen in the cache: make sure it still exists.
-                () = tokio::time::sleep(LOOKUP_EVERY), if !seen => {
+                () = tokio::time::sleep(LOOKUP_EVERY), if !cached => {
                     if let Ok(None) = self.jobs_api.get_opt(name).await {
                         return Err(gone(name));
                     }

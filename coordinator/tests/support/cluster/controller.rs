@@ -6,12 +6,16 @@
 //! conditions: `SuccessCriteriaMet` or `FailureTarget` first, then `Complete` or `Failed`
 //! once no pod is active. Active pods of a failing Job are killed and end up Failed.
 //!
+//! Suspension as in 1.33: a suspended Job's active pods are deleted (not counted as
+//! failures), it gets the `Suspended` condition and loses its `startTime`; resumed, the
+//! condition turns False and `startTime` is set anew, so activeDeadlineSeconds counts from
+//! the resumption.
+//!
 //! Also the garbage collector's part for objects whose owners are all gone (a pod whose Job
 //! was deleted while the pod was being created, a Job whose WasmTask was): they are deleted.
 //!
 //! Simplified: counted pods are remembered in memory (Kubernetes tracks them with a
-//! finalizer and `uncountedTerminatedPods`); `suspend: true` just means no pods (no
-//! `Suspended` condition); `ttlSecondsAfterFinished` is ignored, so finished Jobs stay
+//! finalizer and `uncountedTerminatedPods`); `ttlSecondsAfterFinished` is ignored, so finished Jobs stay
 //! until deleted; success with several completions or indexes is not modelled.
 
 use std::collections::{HashMap, HashSet};
@@ -95,6 +99,72 @@ fn add_condition(status: &mut JobStatus, type_: &str, reason: &str, message: &st
     });
 }
 
+fn has_condition(status: &JobStatus, type_: &str, value: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == value)
+}
+
+/// Sets condition `type_` (replacing one of that type whose status differs).
+fn set_condition(status: &mut JobStatus, type_: &str, value: bool, reason: &str, message: &str) {
+    let value = if value { "True" } else { "False" };
+    let conds = status.conditions.get_or_insert_with(Vec::new);
+    conds.retain(|c| c.type_ != type_ || c.status == value);
+    if conds.iter().any(|c| c.type_ == type_) {
+        return;
+    }
+    let now = Time(Timestamp::now());
+    conds.push(JobCondition {
+        type_: type_.into(),
+        status: value.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_probe_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    });
+}
+
+/// A suspended Job: its active pods are deleted, it says `Suspended` and has no
+/// `startTime` (set again when it is resumed).
+fn suspend(c: &Cluster, ns: &str, name: &str, uid: &str, mut status: JobStatus) {
+    let pods = c.read(|s| s.list(Res::Pods, Some(ns), &Selector::label(CONTROLLER_UID, uid)));
+    for pod in pods {
+        let terminal = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        if let (false, Some(pod_name)) = (terminal, pod["metadata"]["name"].as_str()) {
+            let _ = c.delete(Res::Pods, ns, pod_name, Some("Background"), None);
+        }
+    }
+    if has_condition(&status, "Suspended", "True")
+        && status.start_time.is_none()
+        && status.active.is_none()
+    {
+        return;
+    }
+    set_condition(
+        &mut status,
+        "Suspended",
+        true,
+        "JobSuspended",
+        "Job suspended",
+    );
+    status.start_time = None;
+    status.active = None;
+    status.ready = Some(0);
+    let new = serde_json::to_value(&status).unwrap();
+    c.write(|s| {
+        s.modify(Res::Jobs, ns, name, |o| {
+            if o["metadata"]["uid"] == uid {
+                o["status"] = new;
+            }
+        })
+    });
+}
+
 fn phase(p: &Pod) -> &str {
     p.status
         .as_ref()
@@ -114,8 +184,16 @@ fn reconcile(c: &Cluster, job: &Job, t: &mut Tracking) {
         .iter()
         .flatten()
         .any(|c| c.type_ == "Complete" || c.type_ == "Failed");
-    if finished || spec.suspend == Some(true) {
+    if finished {
         return;
+    }
+    if spec.suspend == Some(true) {
+        suspend(c, ns, name, uid, status);
+        return;
+    }
+    if has_condition(&status, "Suspended", "True") {
+        set_condition(&mut status, "Suspended", false, "JobResumed", "Job resumed");
+        status.start_time = None;
     }
     let start = status
         .start_time

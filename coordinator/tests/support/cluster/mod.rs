@@ -11,6 +11,8 @@
 //!   backoffLimit, activeDeadlineSeconds, the 1.33 conditions) and the garbage collector's
 //!   part for objects whose owners are gone. Deleting an object deletes its dependents (by
 //!   `ownerReferences`) at once, cascading, unless the policy is `Orphan`.
+//! - [`kueue`] (when [`ClusterOptions::kueue`] is set): Kueue's webhook, Workloads,
+//!   admission under a CPU quota and eviction, as a Job-creating tool sees them.
 //! - [`kubelet`]: runs each pod's init containers and containers as local processes (the
 //!   images map to local binaries), with emptyDir volumes as temp dirs, termination
 //!   messages, logs and a memory limit enforced like the cgroup OOM killer.
@@ -31,6 +33,7 @@ mod api;
 mod controller;
 mod discovery;
 mod kubelet;
+mod kueue;
 mod schema;
 mod store;
 
@@ -48,6 +51,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::kubelet::Kubelet;
+pub use self::kueue::KueueOptions;
 use self::store::{ApiError, Res, Selector, Store};
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,9 @@ pub struct ClusterOptions {
     /// CustomResourceDefinitions installed at start (e.g. [`FakeCluster::wasm_task_crd`]);
     /// default none.
     pub crds: Vec<Value>,
+    /// Kueue in front of the Job controller, with its Workload CRD; default none (a
+    /// Workload is then not served, as on a cluster without Kueue).
+    pub kueue: Option<KueueOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -68,6 +75,7 @@ impl Default for ClusterOptions {
             images: Vec::new(),
             pod_backoff: Duration::from_millis(100),
             crds: Vec::new(),
+            kueue: None,
         }
     }
 }
@@ -91,6 +99,7 @@ struct Cluster {
     pod_backoff: Duration,
     /// Per-pod dirs: emptyDir volumes, working dirs, termination-message files.
     root: PathBuf,
+    kueue: Option<kueue::Kueue>,
 }
 
 impl Cluster {
@@ -125,13 +134,19 @@ impl Cluster {
         &self,
         res: Res,
         ns: &str,
-        obj: Value,
+        mut obj: Value,
         check: impl FnOnce(&Store) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
+        if let Some(kueue) = &self.kueue {
+            kueue.on_create(res, &mut obj);
+        }
         let created = self.write(|s| {
             check(s)?;
             s.create(res, ns, obj)
         })?;
+        if let Some(kueue) = &self.kueue {
+            kueue.created(res, ns, &created);
+        }
         if res == Res::Pods {
             let pod = PodRef {
                 ns: ns.to_string(),
@@ -254,7 +269,9 @@ impl FakeCluster {
             images: opts.images.into_iter().collect(),
             pod_backoff: opts.pod_backoff,
             root: root.path().to_path_buf(),
+            kueue: opts.kueue.map(kueue::Kueue::new),
         });
+        let with_kueue = cluster.kueue.is_some();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let c = Arc::clone(&cluster);
         let thread = std::thread::Builder::new()
@@ -269,6 +286,9 @@ impl FakeCluster {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                     tokio::spawn(kubelet::run(Arc::clone(&c), run_rx));
                     tokio::spawn(controller::run(Arc::clone(&c)));
+                    if c.kueue.is_some() {
+                        tokio::spawn(kueue::run(Arc::clone(&c)));
+                    }
                     let server = axum::serve(listener, api::router(c));
                     tokio::select! {
                         r = server => r.unwrap(),
@@ -287,6 +307,9 @@ impl FakeCluster {
         };
         for crd in opts.crds {
             fc.create_crd(crd);
+        }
+        if with_kueue {
+            fc.create_crd(kueue::workload_crd());
         }
         fc
     }
@@ -317,6 +340,17 @@ impl FakeCluster {
                 Some(res) => s.list(res, Some(ns), &Selector::default()),
                 None => Vec::new(),
             })
+    }
+
+    /// Creates a custom resource as another client would (e.g. a WasmTask a user applies).
+    pub fn create_custom(&self, group_version: &str, plural: &str, ns: &str, obj: Value) -> Value {
+        let res = self
+            .cluster
+            .read(|s| s.resource(group_version, plural))
+            .unwrap_or_else(|| panic!("create_custom: {plural}.{group_version} is not served"));
+        self.cluster
+            .create(res, ns, obj)
+            .unwrap_or_else(|e| panic!("create_custom: {}", e.message))
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -404,6 +438,22 @@ impl FakeCluster {
                 .filter(|c| c.object["metadata"]["labels"][store::JOB_NAME] == job)
                 .count()
         })
+    }
+
+    /// Kueue's Workloads in `ns`, raw.
+    pub fn workloads(&self, ns: &str) -> Vec<Value> {
+        self.custom_objects("kueue.x-k8s.io/v1beta1", "workloads", ns)
+    }
+
+    /// Evicts Job `job`'s Workload as Kueue's preemption does: the Job is suspended again
+    /// (its pods deleted) and may be admitted again after [`KueueOptions::requeue_after`].
+    pub fn evict(&self, ns: &str, job: &str, message: &str) {
+        kueue::evict(&self.cluster, ns, job, message);
+    }
+
+    /// The most Jobs the Kueue stand-in has had admitted at once.
+    pub fn kueue_peak(&self) -> usize {
+        self.cluster.kueue.as_ref().map_or(0, kueue::Kueue::peak)
     }
 
     /// Container processes alive now.
