@@ -505,6 +505,14 @@ fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_time
     );
     let (_, metrics) = support::http::request(port, "GET", "/metrics", b"");
     assert!(metrics.contains("wasm_exec_tasks_admitting 1"), "{metrics}");
+    // To the task API it is queued, with Kueue's reason.
+    let (code, body) = support::http::request(port, "GET", "/tasks/lost", b"");
+    let entry: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((code, &entry["state"]), (200, &json!("queued")), "{body}");
+    let why = entry["admission"].as_str().unwrap_or_default();
+    assert!(why.contains("LocalQueue nope doesn't exist"), "{body}");
+    let (_, body) = support::http::request(port, "GET", "/tasks?status=queued", b"");
+    assert!(body.contains("\"lost\""), "listed as queued: {body}");
     let run = spawned.wait();
     run.expect_code(1);
     let r = &run.by_id()["lost"];

@@ -688,6 +688,7 @@ impl RawRow {
             finished_at: self.finished_at,
             task,
             report,
+            admission: None,
         })
     }
 

@@ -44,8 +44,8 @@ impl Phase {
     }
 }
 
-/// One task in the ledger: `GET /tasks/{id}` shows it as it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One task in the ledger: `GET /tasks/{id}` shows it as it is (see [`Entry::shown_state`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub task_id: String,
     /// The order of acceptance (1, 2, …): the order tasks start in, and the paging key of
@@ -64,9 +64,23 @@ pub struct Entry {
     pub finished_at: Option<i64>,
     pub task: Task,
     pub report: Option<TaskReport>,
+    /// Set while the task's Job waits for a batch queue to admit it (Kueue): why it waits,
+    /// as the queue says. Read from the WasmTask; the ledger's own state is `running` (the
+    /// coordinator has started the task: its Job exists).
+    pub admission: Option<String>,
 }
 
 impl Entry {
+    /// The state readers see: `queued` for a started task whose Job waits for admission
+    /// (nothing of it runs yet), else the ledger's state.
+    pub fn shown_state(&self) -> Phase {
+        if self.state == Phase::Running && self.admission.is_some() {
+            Phase::Queued
+        } else {
+            self.state
+        }
+    }
+
     /// A task accepted now, to be stored with sequence number `seq`.
     pub fn queued(task: Task, seq: u64, now: i64) -> Entry {
         Entry {
@@ -81,7 +95,33 @@ impl Entry {
             finished_at: None,
             task,
             report: None,
+            admission: None,
         }
+    }
+}
+
+/// The wire form (`GET /tasks`): every field as it is, but `state` as [`Entry::shown_state`]
+/// and `admission` only when set.
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Entry", 13)?;
+        m.serialize_field("task_id", &self.task_id)?;
+        m.serialize_field("seq", &self.seq)?;
+        m.serialize_field("state", &self.shown_state())?;
+        m.serialize_field("status", &self.status)?;
+        m.serialize_field("attempts", &self.attempts)?;
+        m.serialize_field("published", &self.published)?;
+        m.serialize_field("accepted_at", &self.accepted_at)?;
+        m.serialize_field("started_at", &self.started_at)?;
+        m.serialize_field("finished_at", &self.finished_at)?;
+        m.serialize_field("task", &self.task)?;
+        m.serialize_field("report", &self.report)?;
+        match &self.admission {
+            Some(why) => m.serialize_field("admission", why)?,
+            None => m.skip_field("admission")?,
+        }
+        m.end()
     }
 }
 

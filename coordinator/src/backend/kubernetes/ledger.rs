@@ -776,8 +776,8 @@ impl Ledger for WasmTaskLedger {
                 };
                 let wanted = match filter {
                     None => true,
-                    Some(Filter::Queued) => e.state == Phase::Queued,
-                    Some(Filter::Running) => e.state == Phase::Running,
+                    Some(Filter::Queued) => e.shown_state() == Phase::Queued,
+                    Some(Filter::Running) => e.shown_state() == Phase::Running,
                     Some(Filter::Status(s)) => e.state == Phase::Done && e.status == Some(s),
                 };
                 if !wanted {

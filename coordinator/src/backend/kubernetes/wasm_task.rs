@@ -337,6 +337,14 @@ pub fn entry_of(wt: &WasmTask) -> Result<Entry, TaskError> {
             .map_or(0, |t| t.0.as_millisecond()),
         started_at: status.start_time.as_deref().and_then(unix_ms),
         finished_at: status.finish_time.as_deref().and_then(unix_ms),
+        admission: (status.phase.as_deref() == Some(ADMITTING)).then(|| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ADMITTED)
+                .and_then(|c| c.message.clone())
+                .unwrap_or_else(|| "waiting for Kueue to admit the Job".into())
+        }),
         task,
         report,
     })
@@ -522,9 +530,15 @@ mod tests {
             admitted.message.as_deref(),
             Some("LocalQueue nope doesn't exist")
         );
-        // Read back, an Admitting task is in flight, not queued.
-        let back = entry_of(&serde_json::from_value(serde_json::to_value(&wt).unwrap()).unwrap());
-        assert_eq!(back.unwrap().state, Phase::Running);
+        // Read back, an Admitting task is in flight to the ledger, and queued to readers,
+        // with the queue's reason.
+        let back =
+            entry_of(&serde_json::from_value(serde_json::to_value(&wt).unwrap()).unwrap()).unwrap();
+        assert_eq!(back.state, Phase::Running);
+        assert_eq!(back.shown_state(), Phase::Queued);
+        let shown = serde_json::to_value(&back).unwrap();
+        assert_eq!(shown["state"], "queued");
+        assert_eq!(shown["admission"], "LocalQueue nope doesn't exist");
 
         wt.status = Some(write(&wt, &running, Some(&Admission::Admitted)));
         assert_eq!(
