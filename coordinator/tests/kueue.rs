@@ -470,7 +470,7 @@ fn without_kueue_a_queued_task_says_kueue_is_missing_and_admission_timeout_fails
         .unwrap_or_default()
         .to_owned();
     assert!(
-        error.contains("admission_timeout (4 s)") && error.contains("is Kueue installed?"),
+        error.contains("admission_timeout (4 s;") && error.contains("is Kueue installed?"),
         "{}",
         run.describe()
     );
@@ -518,7 +518,7 @@ fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_time
     let r = &run.by_id()["lost"];
     let error = r["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("admission_timeout (6 s)")
+        error.contains("admission_timeout (6 s;")
             && error.contains("LocalQueue nope doesn't exist"),
         "the cause is named: {}",
         run.describe()
@@ -526,4 +526,45 @@ fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_time
     assert_eq!(r["attempts"], 1, "not retried: waiting again cannot help");
     let wt = k.wasm_task("lost").unwrap();
     assert_eq!(wt["status"]["phase"], "Failed", "{wt}");
+}
+
+#[test]
+fn a_restarted_coordinator_counts_the_admission_wait_from_when_the_job_began_to_wait() {
+    let k = Queued::start(1000);
+    let (gv, plural) = WASM_TASKS;
+    let fib = support::cid_of(&std::fs::read(samples().join("fib.wasm")).unwrap());
+    k.cluster.create_custom(
+        gv,
+        plural,
+        NS,
+        json!({"apiVersion": gv, "kind": "WasmTask",
+               "metadata": {"name": "stuck", "namespace": NS},
+               "spec": {"wasmCid": fib, "entry": "fib", "queueName": "nope"}}),
+    );
+    // The first coordinator sees the Job wait for at least 3 s, then dies.
+    let first = k.coord(&[]).spawn();
+    k.admitting_because("stuck", "LocalQueue nope doesn't exist");
+    std::thread::sleep(Duration::from_secs(3));
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = first.wait();
+    // The next one adopts the waiting Job with a 2 s admission_timeout: the Job has
+    // waited longer than that already, and the error says how long it waited.
+    let mut second = k.coord(&[]);
+    second.env("COORDINATOR_ADMISSION_TIMEOUT", "2");
+    let run = second.run();
+    run.expect_code(1);
+    let error = run.by_id()["stuck"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let waited: f64 = error
+        .split("it waited ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s)").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in the error: {error}\n{}", run.describe()));
+    assert!(
+        waited >= 3.0,
+        "the wait counts from the Job's creation, not the adoption: {error}"
+    );
 }

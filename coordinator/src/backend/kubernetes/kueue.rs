@@ -130,10 +130,61 @@ pub fn admission_left(waited: Duration, timeout: Option<Duration>) -> Option<Dur
     timeout.map(|t| t.saturating_sub(waited))
 }
 
+/// When a suspended Job began to wait, as the API server recorded it: its `Suspended`
+/// condition's last transition (a preempted Job, or one the Job controller marked), else
+/// its creation (a queued Job is created suspended). What lets a coordinator that adopts
+/// a waiting Job (after a restart) count its wait from where it began, not from the
+/// adoption. `None` for a Job that is not suspended.
+pub fn waiting_since(job: &Job) -> Option<k8s_openapi::jiff::Timestamp> {
+    if job_state(job) != JobState::Waiting {
+        return None;
+    }
+    let suspended = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Suspended" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0));
+    suspended.or_else(|| job.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// How long ago `since` was, by this machine's clock; zero for a time ahead of it (the
+/// API server's clock may run ahead).
+pub fn elapsed_since(since: k8s_openapi::jiff::Timestamp) -> Duration {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_waiting_job_waits_since_its_suspension_else_its_creation() {
+        let created = "2026-12-01T08:00:00Z";
+        let suspended = "2026-12-01T08:05:00Z";
+        let mut j = job(json!({
+            "metadata": {"name": "j", "creationTimestamp": created},
+            "spec": {"suspend": true, "template": {}},
+        }));
+        assert_eq!(waiting_since(&j), Some(created.parse().unwrap()));
+        j.status = serde_json::from_value(json!({"conditions": [
+            {"type": "Suspended", "status": "True", "lastTransitionTime": suspended}
+        ]}))
+        .unwrap();
+        assert_eq!(waiting_since(&j), Some(suspended.parse().unwrap()));
+        j.spec.as_mut().unwrap().suspend = Some(false);
+        assert_eq!(waiting_since(&j), None, "running: not waiting");
+        let ahead =
+            k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        assert_eq!(elapsed_since(ahead), Duration::ZERO);
+        let past =
+            k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(90);
+        assert!(elapsed_since(past) >= Duration::from_secs(90));
+    }
 
     fn job(v: Value) -> Job {
         serde_json::from_value(v).unwrap()

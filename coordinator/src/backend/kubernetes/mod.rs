@@ -431,7 +431,17 @@ impl KubernetesBackend {
     ) -> Result<Option<JobEnd>, Box<AttemptOutcome>> {
         let ns = &self.settings.namespace;
         let limit = self.settings.queueing.admission_timeout;
-        let began = Instant::now();
+        // From when the Job began to wait, as the API server says: an adopted Job (after a
+        // restart) does not start its admission_timeout again.
+        // The watch may not have the Job yet (it was just adopted): then the API server.
+        let job = match watch.job(name, ns) {
+            Some(job) => Some(job),
+            None => self.jobs.get_opt(name).await.ok().flatten().map(Arc::new),
+        };
+        let began = job
+            .and_then(|job| kueue::waiting_since(&job))
+            .and_then(|since| Instant::now().checked_sub(kueue::elapsed_since(since)))
+            .unwrap_or_else(Instant::now);
         // A queued Job counts as waiting from its creation; another only once seen suspended.
         let mut waiting = queue.map(|_| self.admission.waiting());
         let mut said: Option<String> = None;
@@ -493,8 +503,9 @@ impl KubernetesBackend {
                     FailureKind::Admission,
                     Stage::Fetch,
                     format!(
-                        "not admitted within admission_timeout ({} s): {why}",
-                        limit.unwrap_or_default().as_secs_f64()
+                        "not admitted within admission_timeout ({} s; it waited {:.0} s): {why}",
+                        limit.unwrap_or_default().as_secs_f64(),
+                        began.elapsed().as_secs_f64()
                     ),
                     false,
                 )));
