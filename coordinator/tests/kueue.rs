@@ -127,6 +127,20 @@ impl Queued {
 
     /// Waits until WasmTask `name` says `Admitting`, its `Admitted` condition's message
     /// holding `why`.
+    /// A user's WasmTask `name` (fib) naming the LocalQueue `nope`, which does not exist.
+    fn fib_in_unknown_queue(&self, name: &str) {
+        let (gv, plural) = WASM_TASKS;
+        let fib = support::cid_of(&std::fs::read(samples().join("fib.wasm")).unwrap());
+        self.cluster.create_custom(
+            gv,
+            plural,
+            NS,
+            json!({"apiVersion": gv, "kind": "WasmTask",
+                   "metadata": {"name": name, "namespace": NS},
+                   "spec": {"wasmCid": fib, "entry": "fib", "queueName": "nope"}}),
+        );
+    }
+
     fn admitting_because(&self, name: &str, why: &str) {
         self.cluster.wait_until(
             &format!("WasmTask {name} says Admitting because {why}"),
@@ -480,16 +494,7 @@ fn without_kueue_a_queued_task_says_kueue_is_missing_and_admission_timeout_fails
 fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_timeout_fails_it() {
     let k = Queued::start(1000);
     // A user's WasmTask naming a LocalQueue that does not exist.
-    let (gv, plural) = WASM_TASKS;
-    let fib = support::cid_of(&std::fs::read(samples().join("fib.wasm")).unwrap());
-    k.cluster.create_custom(
-        gv,
-        plural,
-        NS,
-        json!({"apiVersion": gv, "kind": "WasmTask",
-               "metadata": {"name": "lost", "namespace": NS},
-               "spec": {"wasmCid": fib, "entry": "fib", "queueName": "nope"}}),
-    );
+    k.fib_in_unknown_queue("lost");
     let mut coord = k.coord(&[]);
     coord
         .env("COORDINATOR_ADMISSION_TIMEOUT", "6")
@@ -531,16 +536,7 @@ fn an_unknown_queue_leaves_the_task_admitting_with_the_reason_and_admission_time
 #[test]
 fn a_restarted_coordinator_counts_the_admission_wait_from_when_the_job_began_to_wait() {
     let k = Queued::start(1000);
-    let (gv, plural) = WASM_TASKS;
-    let fib = support::cid_of(&std::fs::read(samples().join("fib.wasm")).unwrap());
-    k.cluster.create_custom(
-        gv,
-        plural,
-        NS,
-        json!({"apiVersion": gv, "kind": "WasmTask",
-               "metadata": {"name": "stuck", "namespace": NS},
-               "spec": {"wasmCid": fib, "entry": "fib", "queueName": "nope"}}),
-    );
+    k.fib_in_unknown_queue("stuck");
     // The first coordinator sees the Job wait for at least 3 s, then dies.
     let first = k.coord(&[]).spawn();
     k.admitting_because("stuck", "LocalQueue nope doesn't exist");
