@@ -241,11 +241,15 @@ impl KubernetesBackend {
             }]);
         }
         let name = job.metadata.name.clone().unwrap_or_default();
-        if let Err(outcome) = self.create_or_adopt(&job, task).await {
-            return *outcome;
-        }
+        let adopted = match self.create_or_adopt(&job, task).await {
+            Ok(adopted) => adopted,
+            Err(outcome) => return *outcome,
+        };
         let queue = kueue::queue_of(&job).map(str::to_owned);
-        let end = match self.wait(&name, task, queue.as_deref()).await {
+        // An adopted Job (after a restart) may have waited for admission already: its wait
+        // counts from when it began, as the API server recorded it; a new one's from now.
+        let since = adopted.as_ref().and_then(kueue::waiting_since);
+        let end = match self.wait(&name, task, queue.as_deref(), since).await {
             Err(outcome) => {
                 warn!(
                     task_id = %task.task_id,
@@ -260,8 +264,12 @@ impl KubernetesBackend {
         self.collect(&name, &end).await
     }
 
-    /// Creates the Job, or adopts the existing one of the same task.
-    async fn create_or_adopt(&self, job: &Job, task: &Task) -> Result<(), Box<AttemptOutcome>> {
+    /// Creates the Job (`None`), or adopts the existing one of the same task (returned).
+    async fn create_or_adopt(
+        &self,
+        job: &Job,
+        task: &Task,
+    ) -> Result<Option<Job>, Box<AttemptOutcome>> {
         let name = job.metadata.name.as_deref().unwrap_or_default();
         let ns = &self.settings.namespace;
         let fail = |kind: FailureKind, message: String, retryable: bool| {
@@ -279,7 +287,7 @@ impl KubernetesBackend {
                     // module, input and entry in its annotations; the outcome gets one.
                     info!(job = name, "created Job");
                     self.remember(&created);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(e) => e,
             };
@@ -361,7 +369,7 @@ impl KubernetesBackend {
                 ),
             )
             .await;
-            return Ok(());
+            return Ok(Some(existing));
         }
     }
 
@@ -377,6 +385,7 @@ impl KubernetesBackend {
         name: &str,
         task: &Task,
         queue: Option<&str>,
+        since: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<JobEnd, Box<AttemptOutcome>> {
         let watch = self
             .watch
@@ -385,8 +394,12 @@ impl KubernetesBackend {
         let bound =
             self.settings.limits.for_task(task.limits).timeout + DEADLINE_SLACK + WAIT_SLACK;
         let mut preempted = false;
+        let mut since = since;
         loop {
-            if let Some(end) = self.admitted(watch, name, task, queue, preempted).await? {
+            if let Some(end) = self
+                .admitted(watch, name, task, queue, preempted, since)
+                .await?
+            {
                 return Ok(end);
             }
             let ran = watch.until(name, ns, |job| match job_state(job) {
@@ -411,6 +424,10 @@ impl KubernetesBackend {
                 Ok(Ok(Ran::Suspended)) => {
                     self.preempted(watch, name, task).await;
                     preempted = true;
+                    // Waiting again since its suspension (its `Suspended` condition).
+                    since = watch
+                        .job(name, ns)
+                        .and_then(|job| kueue::waiting_since(&job));
                 }
             }
         }
@@ -428,18 +445,13 @@ impl KubernetesBackend {
         task: &Task,
         queue: Option<&str>,
         preempted: bool,
+        since: Option<k8s_openapi::jiff::Timestamp>,
     ) -> Result<Option<JobEnd>, Box<AttemptOutcome>> {
         let ns = &self.settings.namespace;
         let limit = self.settings.queueing.admission_timeout;
-        // From when the Job began to wait, as the API server says: an adopted Job (after a
-        // restart) does not start its admission_timeout again.
-        // The watch may not have the Job yet (it was just adopted): then the API server.
-        let job = match watch.job(name, ns) {
-            Some(job) => Some(job),
-            None => self.jobs.get_opt(name).await.ok().flatten().map(Arc::new),
-        };
-        let began = job
-            .and_then(|job| kueue::waiting_since(&job))
+        // From when the Job began to wait (`since`, as the API server recorded it), else
+        // from now: a restarted coordinator does not start admission_timeout again.
+        let began = since
             .and_then(|since| Instant::now().checked_sub(kueue::elapsed_since(since)))
             .unwrap_or_else(Instant::now);
         // A queued Job counts as waiting from its creation; another only once seen suspended.
@@ -657,6 +669,15 @@ impl KubernetesBackend {
         outcome
     }
 
+    /// Forgets Job `name` and deletes it, when it is one this coordinator created or
+    /// adopted and has not released; false when it has none of that name.
+    async fn release_job(&self, name: &str) -> bool {
+        let uid = self.uids.lock().ok().and_then(|mut u| u.remove(name));
+        let Some(uid) = uid else { return false };
+        self.delete(name, uid).await;
+        true
+    }
+
     /// Deletes the Job (its pods go with it: background propagation), if it is still the
     /// one with `uid`: never a Job of the same name that someone else made meanwhile.
     async fn delete(&self, name: &str, uid: String) {
@@ -772,10 +793,10 @@ impl Backend for KubernetesBackend {
                 }
                 None => {}
             }
-            let uid = self.uids.lock().ok().and_then(|mut u| u.remove(&name));
-            // No uid: the attempt never had a Job of its own (e.g. the name was taken).
-            let Some(uid) = uid else { return };
-            self.delete(&name, uid).await;
+            // None: the attempt never had a Job of its own (e.g. the name was taken).
+            if !self.release_job(&name).await {
+                return;
+            }
             if report.is_none() && !self.gone(&name).await {
                 warn!(
                     job = name,
@@ -800,11 +821,7 @@ impl Backend for KubernetesBackend {
 
     fn release_check<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let name = job::check_job_name(&task.task_id);
-            let uid = self.uids.lock().ok().and_then(|mut u| u.remove(&name));
-            if let Some(uid) = uid {
-                self.delete(&name, uid).await;
-            }
+            self.release_job(&job::check_job_name(&task.task_id)).await;
         })
     }
 
