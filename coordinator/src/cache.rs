@@ -13,7 +13,7 @@
 //! wasmi version never answers for this one. Pure; the ledger stores the keys
 //! ([`crate::ledger::Ledger::cache_put`]).
 
-use runner::result::{canonical_sha256, Engine, WASMI_VERSION};
+use runner::result::{canonical_sha256, Engine};
 use serde_json::json;
 
 use crate::task::{CachedFrom, ReportStatus, RunLimits, Task, TaskReport};
@@ -38,12 +38,7 @@ pub fn key(task: &Task, limits: RunLimits, engine: &Engine) -> Option<String> {
 
 /// The engine this coordinator's runner runs a task with under `limits`.
 pub fn engine_for(task: &Task, limits: RunLimits) -> Engine {
-    Engine {
-        name: "wasmi".into(),
-        version: WASMI_VERSION.into(),
-        fuel_metering: limits.fuel > 0,
-        deterministic: task.deterministic,
-    }
+    Engine::wasmi(limits.fuel > 0, task.deterministic)
 }
 
 /// The key under which a finished report answers later tasks: only a deterministic task

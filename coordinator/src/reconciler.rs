@@ -31,6 +31,7 @@ use crate::receipt::Signer;
 use crate::sink::ResultSink;
 use crate::source::{Intake, TaskSource};
 use crate::task::{ReportStatus, RunLimits, Task, TaskReport};
+use crate::verify::Verdict;
 
 /// How long to wait before trying the ledger again after it failed.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
@@ -592,7 +593,7 @@ async fn run_task(
     ) {
         observers.metrics.fuel(report.status, fuel);
     }
-    let finished_at = crate::backend::kubernetes::wasm_task::rfc3339(crate::ledger::now_ms());
+    let finished_at = crate::ledger::rfc3339(crate::ledger::now_ms());
     report.receipt = Some(settings.signer.receipt(&report, finished_at));
     loop {
         match ledger.finish(report.clone()).await {
@@ -658,17 +659,17 @@ async fn settle(
         info!("running the task a second time to check its output (verify_fraction)");
         let second = backend.run_check(task, &outcome).await;
         let verdict = crate::verify::apply(&mut report, &second);
-        observers.metrics.checked(verdict);
+        observers.metrics.checked(verdict.as_str());
         match verdict {
-            "mismatch" => warn!(
+            Verdict::Mismatch => warn!(
                 "the second run gave another output; the task is nondeterministic: {}",
                 report.error.as_deref().unwrap_or_default()
             ),
-            "inconclusive" => warn!(
+            Verdict::Inconclusive => warn!(
                 "the check's second run gave no result: {}",
                 second.error.as_deref().unwrap_or_default()
             ),
-            _ => info!("the second run gave the same output"),
+            Verdict::Match => info!("the second run gave the same output"),
         }
         backend.release_check(task).await;
     }

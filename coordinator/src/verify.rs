@@ -14,6 +14,27 @@ use crate::backend::AttemptOutcome;
 use crate::receipt::output_sha256;
 use crate::task::{ReportStatus, TaskReport, Verification};
 
+/// What a check found: the `outcome` label of `wasm_exec_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Both runs produced the same output.
+    Match,
+    /// The outputs differ: the task is published `nondeterministic`.
+    Mismatch,
+    /// The second run gave no result: nothing was decided.
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Match => "match",
+            Verdict::Mismatch => "mismatch",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
 /// Whether `task_id` is among the `fraction` (0 to 1) of tasks checked: the first 8 bytes
 /// of its SHA-256, as a fraction of 2^64, fall below `fraction`.
 pub fn selected(task_id: &str, fraction: f64) -> bool {
@@ -37,17 +58,16 @@ pub fn checkable(first: &AttemptOutcome) -> bool {
 
 /// The check's verdict on `report` (the first run's), from the second run's outcome: the
 /// report's `verification`, and status `nondeterministic` when the outputs differ. A
-/// second run without a result leaves the status alone (inconclusive). Returns the
-/// metric's outcome: `match`, `mismatch` or `inconclusive`.
-pub fn apply(report: &mut TaskReport, second: &AttemptOutcome) -> &'static str {
+/// second run without a result leaves the status alone (inconclusive).
+pub fn apply(report: &mut TaskReport, second: &AttemptOutcome) -> Verdict {
     let Some(first) = report.result.as_ref().map(output_sha256) else {
-        return "inconclusive";
+        return Verdict::Inconclusive;
     };
     let check = second.result.as_ref().map(output_sha256);
     let matched = check.as_deref() == Some(first.as_str());
     let (outcome, error) = match &check {
         None => (
-            "inconclusive",
+            Verdict::Inconclusive,
             Some(
                 second
                     .error
@@ -55,10 +75,10 @@ pub fn apply(report: &mut TaskReport, second: &AttemptOutcome) -> &'static str {
                     .unwrap_or_else(|| "the second run gave no result".into()),
             ),
         ),
-        Some(_) if matched => ("match", None),
-        Some(_) => ("mismatch", None),
+        Some(_) if matched => (Verdict::Match, None),
+        Some(_) => (Verdict::Mismatch, None),
     };
-    if outcome == "mismatch" {
+    if outcome == Verdict::Mismatch {
         report.status = ReportStatus::Nondeterministic;
         report.error = Some(format!(
             "a second run of the task gave another output: output_sha256 {first} then {}; the module is not deterministic (it reads the clock or random bytes without deterministic execution?), or a node misbehaved",
@@ -112,7 +132,10 @@ mod tests {
     #[test]
     fn equal_outputs_match_and_keep_the_status() {
         let mut report = first();
-        assert_eq!(apply(&mut report, &outcome(Some(vec![json!(1)]))), "match");
+        assert_eq!(
+            apply(&mut report, &outcome(Some(vec![json!(1)]))),
+            Verdict::Match
+        );
         assert_eq!(report.status, ReportStatus::OK);
         let v = report.verification.unwrap();
         assert!(v.matched);
@@ -124,7 +147,7 @@ mod tests {
         let mut report = first();
         assert_eq!(
             apply(&mut report, &outcome(Some(vec![json!(2)]))),
-            "mismatch"
+            Verdict::Mismatch
         );
         assert_eq!(report.status, ReportStatus::Nondeterministic);
         let v = report.verification.clone().unwrap();
@@ -145,7 +168,7 @@ mod tests {
             true,
         );
         assert!(!checkable(&failed));
-        assert_eq!(apply(&mut report, &failed), "inconclusive");
+        assert_eq!(apply(&mut report, &failed), Verdict::Inconclusive);
         assert_eq!(report.status, ReportStatus::OK);
         let v = report.verification.unwrap();
         assert_eq!(v.error.as_deref(), Some("gateway down"));

@@ -269,6 +269,23 @@ impl JsonList {
     }
 }
 
+/// RFC 3339 (UTC, milliseconds) from Unix milliseconds: how the WasmTasks and the receipts
+/// write the ledger's times.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::new(secs, i32::try_from(nanos).unwrap_or(0))
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_default()
+}
+
+/// Unix milliseconds from RFC 3339.
+pub fn unix_ms(text: &str) -> Option<i64> {
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
+}
+
 /// Milliseconds since the Unix epoch, as the ledger records times.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -280,6 +297,12 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(unix_ms("2023-11-14T22:13:20.123Z"), Some(1_700_000_000_123));
+    }
 
     #[test]
     fn a_json_list_is_the_same_bytes_as_the_entries_serialized_at_once() {

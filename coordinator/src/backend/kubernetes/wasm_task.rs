@@ -12,7 +12,7 @@ use k8s_openapi::NamespaceResourceScope;
 use serde::{Deserialize, Serialize};
 
 use super::job::{task_label, LABEL_MANAGED_BY, MANAGER};
-use crate::ledger::{Entry, Phase};
+use crate::ledger::{rfc3339, unix_ms, Entry, Phase};
 use crate::task::{ReportStatus, Task, TaskError, TaskLimits, TaskReport};
 
 pub const GROUP: &str = "wasm-exec.io";
@@ -285,22 +285,6 @@ pub fn task_of(wt: &WasmTask) -> Result<Task, TaskError> {
     .validate()
 }
 
-/// RFC 3339 (UTC, milliseconds) from Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let nanos = u32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
-    k8s_openapi::jiff::Timestamp::new(secs, i32::try_from(nanos).unwrap_or(0))
-        .map(|t| format!("{t:.3}"))
-        .unwrap_or_default()
-}
-
-/// Unix milliseconds from RFC 3339.
-pub fn unix_ms(text: &str) -> Option<i64> {
-    text.parse::<k8s_openapi::jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond())
-}
-
 /// The ledger entry a WasmTask stands for. `seq` is 0: the API server has no sequence.
 pub fn entry_of(wt: &WasmTask) -> Result<Entry, TaskError> {
     let task = task_of(wt)?;
@@ -566,11 +550,5 @@ mod tests {
             .conditions
             .iter()
             .any(|c| c.type_ == ADMITTED && c.status == "True"));
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(unix_ms("2023-11-14T22:13:20.123Z"), Some(1_700_000_000_123));
     }
 }
