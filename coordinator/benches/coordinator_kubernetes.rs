@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::cluster::{ClusterOptions, FakeCluster, KueueOptions};
+use support::cluster::{build_images, ClusterOptions, FakeCluster, KueueOptions};
 use support::{cid_of, clean, coordinator_bin, repo_root, PlainGateway};
 
 const TASKS: usize = 100;
@@ -44,10 +44,7 @@ fn run(
     // The release build's, when run by `cargo bench` (runner and fetcher beside it).
     let bin = coordinator_bin().parent().unwrap().to_path_buf();
     let cluster = FakeCluster::start(ClusterOptions {
-        images: vec![
-            ("executor-demo/executor:demo".into(), bin.join("runner")),
-            ("executor-demo/fetcher:demo".into(), bin.join("fetcher")),
-        ],
+        images: build_images(&bin),
         pod_backoff: Duration::from_millis(100),
         // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
         crds: vec![FakeCluster::wasm_task_crd()],

@@ -13,14 +13,12 @@ use k8s_openapi::api::core::v1::{Container, EnvVar};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use support::cluster::{ClusterOptions, FakeCluster};
+use support::cluster::{build_images, ClusterOptions, FakeCluster, EXECUTOR_IMAGE, FETCHER_IMAGE};
 use support::{
     coordinator_bin, samples, task_line, wasm_of, write_lines, Coord, PlainGateway, Run, ADD_INPUT,
 };
 
 const NS: &str = "tasks";
-const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
-const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
 
 fn job_template() -> PathBuf {
     support::repo_root().join("k8s/job.yaml")
@@ -39,10 +37,7 @@ impl Kube {
     fn start(extra_files: &[&[u8]]) -> Self {
         let bin_dir = coordinator_bin().parent().unwrap().to_path_buf();
         let cluster = FakeCluster::start(ClusterOptions {
-            images: vec![
-                (EXECUTOR_IMAGE.into(), bin_dir.join("runner")),
-                (FETCHER_IMAGE.into(), bin_dir.join("fetcher")),
-            ],
+            images: build_images(&bin_dir),
             pod_backoff: Duration::from_millis(100),
             // The ledger's custom resource, as `kubectl apply -f k8s/crd.yaml` installs it.
             crds: vec![FakeCluster::wasm_task_crd()],
@@ -91,12 +86,7 @@ impl Kube {
     }
 
     fn kube_env(&self, c: &mut Coord) {
-        c.env("KUBECONFIG", &self.kubeconfig)
-            .env("COORDINATOR_BACKEND", "kubernetes")
-            .env("COORDINATOR_NAMESPACE", NS)
-            .env("COORDINATOR_IPFS_ENDPOINT", self.gateway.url())
-            .env("COORDINATOR_JOB_TEMPLATE", job_template())
-            .env("COORDINATOR_RETRY_BACKOFF_MS", "50");
+        c.on_kubernetes(&self.kubeconfig, NS, &self.gateway.url());
     }
 
     fn tasks(&self, name: &str, lines: &[String]) -> PathBuf {

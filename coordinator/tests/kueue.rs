@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{ClusterOptions, FakeCluster, KueueOptions};
+use support::cluster::{
+    build_images, ClusterOptions, FakeCluster, KueueOptions, EXECUTOR_IMAGE, FETCHER_IMAGE,
+};
 use support::{coordinator_bin, samples, wasm_of, write_lines, Coord, PlainGateway, NAP_WAT};
 
 const NS: &str = "tasks";
 const QUEUE: &str = "wasm-exec";
-const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
-const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
 const WASM_TASKS: (&str, &str) = ("wasm-exec.io/v1alpha1", "wasmtasks");
 
 /// The stand-in with Kueue (one LocalQueue, [`QUEUE`], and a CPU quota), a gateway with
@@ -47,10 +47,7 @@ impl Queued {
     fn start_with(kueue: Option<KueueOptions>) -> Self {
         let bins = coordinator_bin().parent().unwrap().to_path_buf();
         let cluster = FakeCluster::start(ClusterOptions {
-            images: vec![
-                (EXECUTOR_IMAGE.into(), bins.join("runner")),
-                (FETCHER_IMAGE.into(), bins.join("fetcher")),
-            ],
+            images: build_images(&bins),
             crds: vec![FakeCluster::wasm_task_crd()],
             kueue,
             ..ClusterOptions::default()
@@ -82,15 +79,7 @@ impl Queued {
     fn coord(&self, tasks: &[String]) -> Coord {
         let file = write_lines(self.dir.path(), "tasks.jsonl", tasks);
         let mut c = Coord::new();
-        c.env("KUBECONFIG", &self.kubeconfig)
-            .env("COORDINATOR_BACKEND", "kubernetes")
-            .env("COORDINATOR_NAMESPACE", NS)
-            .env("COORDINATOR_IPFS_ENDPOINT", self.gateway.url())
-            .env(
-                "COORDINATOR_JOB_TEMPLATE",
-                support::repo_root().join("k8s/job.yaml"),
-            )
-            .env("COORDINATOR_RETRY_BACKOFF_MS", "50")
+        c.on_kubernetes(&self.kubeconfig, NS, &self.gateway.url())
             .env("COORDINATOR_QUEUE_NAME", QUEUE)
             .arg("--tasks")
             .arg(file);

@@ -313,6 +313,17 @@ impl Coord {
         self
     }
 
+    /// The kubernetes backend against a cluster stand-in: its kubeconfig, namespace `ns`,
+    /// `k8s/job.yaml`, the gateway at `gateway`, and a short retry backoff.
+    pub fn on_kubernetes(&mut self, kubeconfig: &Path, ns: &str, gateway: &str) -> &mut Self {
+        self.env("KUBECONFIG", kubeconfig)
+            .env("COORDINATOR_BACKEND", "kubernetes")
+            .env("COORDINATOR_NAMESPACE", ns)
+            .env("COORDINATOR_IPFS_ENDPOINT", gateway)
+            .env("COORDINATOR_JOB_TEMPLATE", repo_root().join("k8s/job.yaml"))
+            .env("COORDINATOR_RETRY_BACKOFF_MS", "50")
+    }
+
     pub fn env(&mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> &mut Self {
         self.cmd.env(k, v);
         self

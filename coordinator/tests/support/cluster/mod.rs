@@ -54,6 +54,19 @@ use self::kubelet::Kubelet;
 pub use self::kueue::KueueOptions;
 use self::store::{ApiError, Res, Selector, Store};
 
+/// The coordinator's default images (`executor_image`, `fetcher_image`).
+pub const EXECUTOR_IMAGE: &str = "executor-demo/executor:demo";
+pub const FETCHER_IMAGE: &str = "executor-demo/fetcher:demo";
+
+/// [`ClusterOptions::images`] for the default images: the `runner` and `fetcher` in `bins`
+/// (beside the coordinator under test).
+pub fn build_images(bins: &Path) -> Vec<(String, PathBuf)> {
+    vec![
+        (EXECUTOR_IMAGE.into(), bins.join("runner")),
+        (FETCHER_IMAGE.into(), bins.join("fetcher")),
+    ]
+}
+
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     /// image reference -> local binary; any image not in the map fails to pull.
