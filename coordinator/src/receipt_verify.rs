@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use runner::task::{read_capped, ReadError};
 use runner::TaskResult;
 
 use crate::backend::{Backend, LocalBackend, LocalError};
@@ -20,10 +21,15 @@ pub const VALID: u8 = 0;
 /// The receipt does not hold: a bad or missing signature, a malformed field, or a
 /// re-execution whose output (or module or input) differs.
 pub const INVALID: u8 = 1;
-/// Bad usage: the file cannot be read or holds no receipt, or bad flags.
+/// Bad usage: the file cannot be read, is over [`MAX_FILE_BYTES`] or holds no receipt, or
+/// bad flags.
 pub const USAGE: u8 = 2;
 /// The re-execution could not be done (fetch failed, no runner): nothing was decided.
 pub const UNCHECKED: u8 = 3;
+
+/// The largest file read: a report holds at most a 1 MiB result
+/// ([`runner::result::MAX_RESULT_BYTES`]) beside its task and receipt.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// What `receipt verify` was asked.
 #[derive(Debug, Clone)]
@@ -44,6 +50,11 @@ pub enum VerifyError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path} is larger than {} bytes: no receipt or report is that large",
+        MAX_FILE_BYTES
+    )]
+    TooLarge { path: PathBuf },
     #[error(
         "{path} holds no receipt (a receipt object, or a report with a \"receipt\"): {source}"
     )]
@@ -66,15 +77,20 @@ pub enum VerifyError {
 
 /// Reads the receipt in `path`: a receipt object, or a report's `receipt`.
 pub fn read(path: &Path) -> Result<Receipt, VerifyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| VerifyError::Read {
-        path: path.to_owned(),
-        source,
+    let bytes = read_capped(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadError::TooLarge => VerifyError::TooLarge {
+            path: path.to_owned(),
+        },
+        ReadError::Io(source) => VerifyError::Read {
+            path: path.to_owned(),
+            source,
+        },
     })?;
     let not = |source| VerifyError::NotAReceipt {
         path: path.to_owned(),
         source,
     };
-    let mut value: serde_json::Value = serde_json::from_str(text.trim()).map_err(not)?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(not)?;
     if let Some(inner) = value.get_mut("receipt") {
         value = inner.take();
     }
@@ -133,7 +149,8 @@ pub async fn run(opts: &VerifyOptions) -> u8 {
         "receipt of task {:?}: status {}, finished {}",
         receipt.task_id,
         receipt.status.as_str(),
-        receipt.finished_at
+        // Not checked yet (the signature comes next): shown escaped.
+        logging::escape(&receipt.finished_at)
     );
     match receipt.verify() {
         Ok(()) => println!(

@@ -185,6 +185,64 @@ fn our_receipts_verify_with_python_cryptography_and_theirs_with_ours() {
     assert_eq!(verify(&[junk.to_str().unwrap()]).0, 2);
 }
 
+#[test]
+fn files_that_hold_no_receipt_are_usage_errors_whatever_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let cases = [
+        (file("empty.json", b""), "holds no receipt"),
+        (
+            file("binary.json", &[0xff, 0xfe, 0, 1, 2, 0x80]),
+            "holds no receipt",
+        ),
+        (
+            file("control.json", b"{\"receipt\": \"\x1b[31m\"}"),
+            "holds no receipt",
+        ),
+        (
+            file(
+                "wrong-type.json",
+                br#"{"receipt": {"receipt_version": "one"}}"#,
+            ),
+            "holds no receipt",
+        ),
+        (file("array.json", b"[1, 2, 3]"), "holds no receipt"),
+        (huge.to_string_lossy().into_owned(), "is larger than"),
+        ("/dev/zero".to_owned(), "is larger than"),
+        (dir.path().to_string_lossy().into_owned(), "cannot read"),
+        (
+            dir.path().join("none").to_string_lossy().into_owned(),
+            "cannot read",
+        ),
+    ];
+    // A receipt whose text fields hold control characters: refused, and not echoed raw.
+    let (_mirror, _key, reports) = signed_samples(dir.path());
+    let mut forged = reports[0]["receipt"].clone();
+    forged["finished_at"] = json!("2026-12-01T00:00:00Z\u{1b}[2J");
+    forged["task_id"] = json!("fib\u{1b}]0;pwned\u{7}");
+    let (code, text) = verify(&[&file("forged.json", forged.to_string().as_bytes())]);
+    assert_eq!(code, 1, "{text}");
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    for (path, says) in cases {
+        let (code, text) = verify(&[&path]);
+        assert_eq!(code, 2, "{path}: {text}");
+        assert!(text.contains(says), "{path}: {text}");
+        assert!(
+            !text.contains('\x1b'),
+            "control characters are not echoed: {text}"
+        );
+    }
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     let out = Command::new(python())
         .args([
