@@ -742,6 +742,26 @@ pub fn default_state() -> PathBuf {
     base.join("ledger.sqlite")
 }
 
+/// The most bytes read of a key file (`contract_key_file`, `signing_key_file`): a key is
+/// well under 1 KiB, and a path to something endless (`/dev/zero`) must not hang startup.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// A key file's text, read whole but never more than [`MAX_KEY_FILE_BYTES`]. Errors never
+/// include the contents.
+pub fn read_key_file(path: &Path) -> std::io::Result<String> {
+    use runner::task::{read_capped, ReadError};
+    let bytes = read_capped(path, MAX_KEY_FILE_BYTES).map_err(|e| match e {
+        ReadError::TooLarge => std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_KEY_FILE_BYTES} bytes: not a key file"),
+        ),
+        ReadError::Io(e) => e,
+    })?;
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not text: not a key file")
+    })
+}
+
 /// The command line's contribution: only what was given.
 #[derive(Debug, Clone, Default, Serialize, clap::Args)]
 pub struct Overrides {

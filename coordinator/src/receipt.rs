@@ -263,7 +263,7 @@ fn decode_fixed<const N: usize>(field: &'static str, text: &str) -> Result<[u8; 
 /// Reads the coordinator's Ed25519 key: PKCS#8 PEM, as `openssl genpkey -algorithm
 /// ed25519` writes it. Errors never include the file's contents.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, ReceiptError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReceiptError::KeyFile {
+    let text = crate::config::read_key_file(path).map_err(|source| ReceiptError::KeyFile {
         path: path.to_owned(),
         source,
     })?;
@@ -463,5 +463,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read the signing key"), "{e}");
+        // Endless, huge or binary: refused by what it is, never read whole or shown.
+        let e = read_signing_key(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a key file"), "{e}");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let e = read_signing_key(&path).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        std::fs::write(
+            &path,
+            [0xff, 0xfe, b's', b'e', b'c', b'r', b'e', b't', 0x80],
+        )
+        .unwrap();
+        let e = read_signing_key(&path).unwrap_err().to_string();
+        assert!(e.contains("not text") && !e.contains("secret"), "{e}");
     }
 }

@@ -140,7 +140,7 @@ pub fn result_hash(report: &TaskReport) -> B256 {
 
 /// Reads the executor's key. Errors never include the file's contents.
 pub fn read_key(path: &Path) -> Result<PrivateKeySigner, ChainError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ChainError::KeyFile {
+    let text = crate::config::read_key_file(path).map_err(|source| ChainError::KeyFile {
         path: path.to_owned(),
         source,
     })?;
@@ -333,5 +333,8 @@ mod tests {
             assert!(!e.contains(bad), "the key must not be shown: {e}");
             assert!(!e.contains(&bad[2..]), "the key must not be shown: {e}");
         }
+        // Something endless is refused, not read forever.
+        let e = read_key(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a key file"), "{e}");
     }
 }
